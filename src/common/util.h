@@ -1,0 +1,37 @@
+/* util.h: small helpers shared by every layer (container_of, sizes, checked arithmetic). */
+#ifndef VMSTACK_UTIL_H
+#define VMSTACK_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define ALIGN_UP(x, a) (((x) + (a)-1) & ~((uint64_t)(a)-1))
+#define ALIGN_DOWN(x, a) ((x) & ~((uint64_t)(a)-1))
+
+#define KiB (1024ULL)
+#define MiB (1024ULL * KiB)
+#define GiB (1024ULL * MiB)
+#define TiB (1024ULL * GiB)
+
+/*
+ * Parses a size such as "512M", "4G", "1024" (bytes) or "64K" into *out.
+ * Suffixes K, M, G, T (powers of 1024, optionally followed by "iB" or "B").
+ * Returns 0, or -EINVAL for malformed text and -ERANGE on overflow.
+ */
+int parse_size(const char *s, uint64_t *out);
+
+/* Formats a byte count as "512 MiB" / "1.5 GiB" into buf; returns buf. */
+const char *format_size(uint64_t bytes, char *buf, size_t len);
+
+/* Reads a whole file into a malloc'd buffer (caller frees). Returns 0 or -errno. */
+int read_file(const char *path, uint8_t **data, size_t *len);
+
+/* Sum of bytes, for the 8-bit checksums of MP and ACPI tables. */
+uint8_t byte_sum(const void *p, size_t len);
+
+#endif

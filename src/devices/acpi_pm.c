@@ -1,0 +1,157 @@
+/* acpi_pm.c: PM1 status/enable/control, the 3.58 MHz PM timer and the reset register. */
+#include "acpi_pm.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "util.h"
+
+#define NSEC_PER_SEC 1000000000ull
+
+static uint64_t acpi_pm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+/* Counts of the 3.579545 MHz clock since init, wrapped to 24 bits (TMR_VAL_EXT is clear). */
+static uint32_t acpi_pm_timer(const struct acpi_pm *pm)
+{
+	uint64_t ns = acpi_pm_now_ns() - pm->start_ns;
+	/* Split so the product cannot overflow however long the machine runs. */
+	uint64_t ticks = ns / NSEC_PER_SEC * ACPI_PM_TMR_HZ +
+			 ns % NSEC_PER_SEC * ACPI_PM_TMR_HZ / NSEC_PER_SEC;
+
+	return (uint32_t)(ticks & ACPI_PM_TMR_MASK);
+}
+
+static uint32_t get_le(const uint8_t *p, unsigned n)
+{
+	uint32_t v = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		v |= (uint32_t)p[i] << (8 * i);
+	return v;
+}
+
+static void put_le(uint8_t *p, uint32_t v, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static bool acpi_pm_access_ok(uint64_t off, unsigned len)
+{
+	return len >= 1 && len <= 4 && off < ACPI_PM_LEN && len <= ACPI_PM_LEN - off;
+}
+
+/*
+ * Accesses of any size are handled on an image of the whole block: reads copy their
+ * bytes out of it, writes land in it alongside a mask of the bytes they cover.
+ */
+static void acpi_pm_read(struct io_region *r, uint64_t off, void *data, unsigned len)
+{
+	struct acpi_pm *pm = container_of(r, struct acpi_pm, io);
+	uint8_t regs[ACPI_PM_LEN] = {0};
+
+	if (!acpi_pm_access_ok(off, len)) {
+		memset(data, 0xff, len);
+		return;
+	}
+	pthread_mutex_lock(&pm->lock);
+	put_le(regs + ACPI_PM_EVT_OFF, pm->status, 2);
+	put_le(regs + ACPI_PM_EVT_OFF + 2, pm->enable, 2);
+	/* SCI_EN reads as set: there is no legacy mode to hand back to. */
+	put_le(regs + ACPI_PM_CNT_OFF, pm->control | ACPI_PM1_CNT_SCI_EN, 2);
+	pthread_mutex_unlock(&pm->lock);
+	if (off < ACPI_PM_TMR_OFF + ACPI_PM_TMR_LEN && off + len > ACPI_PM_TMR_OFF)
+		put_le(regs + ACPI_PM_TMR_OFF, acpi_pm_timer(pm), 4);
+	memcpy(data, regs + off, len);
+}
+
+static void acpi_pm_write(struct io_region *r, uint64_t off, const void *data, unsigned len)
+{
+	struct acpi_pm *pm = container_of(r, struct acpi_pm, io);
+	uint8_t val[ACPI_PM_LEN] = {0}, mask[ACPI_PM_LEN] = {0};
+	uint16_t m, v;
+	bool poweroff = false, reset = false;
+
+	if (!acpi_pm_access_ok(off, len))
+		return;
+	memcpy(val + off, data, len);
+	memset(mask + off, 0xff, len);
+
+	pthread_mutex_lock(&pm->lock);
+	m = (uint16_t)get_le(mask + ACPI_PM_EVT_OFF, 2);
+	pm->status &= (uint16_t)~(get_le(val + ACPI_PM_EVT_OFF, 2) & m);
+
+	m = (uint16_t)get_le(mask + ACPI_PM_EVT_OFF + 2, 2);
+	v = (uint16_t)get_le(val + ACPI_PM_EVT_OFF + 2, 2);
+	pm->enable = (uint16_t)((pm->enable & ~m) | (v & m));
+
+	m = (uint16_t)get_le(mask + ACPI_PM_CNT_OFF, 2);
+	if (m) {
+		uint16_t cnt;
+		unsigned slp_typ;
+
+		v = (uint16_t)get_le(val + ACPI_PM_CNT_OFF, 2) & m;
+		cnt = (uint16_t)((pm->control & ~m) | v);
+		slp_typ = (cnt & ACPI_PM1_CNT_SLP_TYP_MASK) >> ACPI_PM1_CNT_SLP_TYP_SHIFT;
+		if (v & ACPI_PM1_CNT_SLP_EN) {
+			if (slp_typ == ACPI_SLP_TYP_S5) {
+				poweroff = true;
+			} else {
+				log_ratelimited(&pm->warn_rl, LOG_WARN,
+						"%s: guest asked for sleep type %u, only S5 (%u) "
+						"is supported; waking at once",
+						pm->io.name, slp_typ, ACPI_SLP_TYP_S5);
+				pm->status |= ACPI_PM1_STS_WAK;
+			}
+		}
+		pm->control = cnt & (uint16_t)~(ACPI_PM1_CNT_SLP_EN | ACPI_PM1_CNT_GBL_RLS);
+	}
+
+	if (mask[ACPI_PM_RESET_OFF] && val[ACPI_PM_RESET_OFF] == ACPI_RESET_VALUE)
+		reset = true;
+	pthread_mutex_unlock(&pm->lock);
+
+	if (poweroff && pm->cb.poweroff)
+		pm->cb.poweroff(pm->cb.opaque);
+	if (reset && pm->cb.reset)
+		pm->cb.reset(pm->cb.opaque);
+}
+
+static const struct io_region_ops acpi_pm_ops = {
+	.read = acpi_pm_read,
+	.write = acpi_pm_write,
+};
+
+int acpi_pm_init(struct acpi_pm *pm, uint16_t base, const struct acpi_pm_callbacks *cb)
+{
+	int err;
+
+	memset(pm, 0, sizeof(*pm));
+	if ((uint32_t)base + ACPI_PM_LEN > 0x10000)
+		return -EINVAL;
+	err = pthread_mutex_init(&pm->lock, NULL);
+	if (err)
+		return -err;
+	pm->io.base = base;
+	pm->io.len = ACPI_PM_LEN;
+	pm->io.name = "acpi-pm";
+	pm->io.ops = &acpi_pm_ops;
+	if (cb)
+		pm->cb = *cb;
+	pm->warn_rl.interval_ms = 5000;
+	pm->warn_rl.burst = 5;
+	pm->start_ns = acpi_pm_now_ns();
+	return 0;
+}
+
+void acpi_pm_destroy(struct acpi_pm *pm)
+{
+	pthread_mutex_destroy(&pm->lock);
+}

@@ -1,0 +1,49 @@
+/* acpi_pm.h: the ACPI fixed-hardware registers (PM1 event/control, PM timer, reset) in port space. */
+#ifndef VMSTACK_ACPI_PM_H
+#define VMSTACK_ACPI_PM_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "acpi.h"
+#include "iobus.h"
+#include "log.h"
+
+/*
+ * What the guest asks of the machine. Either pointer may be NULL. They run on the vCPU
+ * thread that made the request, without the device lock held, so they may call back into
+ * acpi_pm; they should only record the request and let the vCPU loop act on it.
+ */
+struct acpi_pm_callbacks {
+	void (*poweroff)(void *opaque); /* SLP_EN written with SLP_TYP = S5 */
+	void (*reset)(void *opaque);	/* ACPI_RESET_VALUE written to the reset register */
+	void *opaque;
+};
+
+/*
+ * The register block described in acpi.h, ACPI_PM_LEN ports at `base` (what the FADT's
+ * pm_base says). Registers take 1-, 2- and 4-byte accesses at any offset; an access
+ * spanning two registers touches both. Bytes that are no register read as 0.
+ *
+ * Only S5 is a sleep state here. A request for another one is refused with a rate-limited
+ * warning and answered by setting WAK_STS, as if the machine had woken at once, so an OS
+ * waiting for the wake cannot hang. No event ever raises the SCI: the status bits are
+ * seen only by polling, the timer's TMR_STS is not modelled.
+ */
+struct acpi_pm {
+	struct io_region io; /* base, ACPI_PM_LEN ports, name "acpi-pm" */
+	pthread_mutex_t lock;
+	uint16_t status;  /* PM1 status, write 1 to clear */
+	uint16_t enable;  /* PM1 enable, stored only */
+	uint16_t control; /* PM1 control without the write-only SLP_EN and GBL_RLS */
+	uint64_t start_ns; /* CLOCK_MONOTONIC at init: the PM timer counts from here */
+	struct acpi_pm_callbacks cb;
+	struct ratelimit warn_rl;
+};
+
+/* Fills in pm; the caller then adds &pm->io to its port bus. cb may be NULL. Returns 0 or -errno. */
+int acpi_pm_init(struct acpi_pm *pm, uint16_t base, const struct acpi_pm_callbacks *cb);
+/* After the caller has removed &pm->io from its bus. */
+void acpi_pm_destroy(struct acpi_pm *pm);
+
+#endif

@@ -1,0 +1,170 @@
+/* hv.c: /dev/kvm open, capability checks, VM creation; errors explain what to do. */
+#include "hv.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* What the monitor cannot work without, and why (for the error message). */
+static const struct {
+	long cap;
+	const char *name;
+} required_caps[] = {
+	{KVM_CAP_IRQCHIP, "in-kernel irqchip"},
+	{KVM_CAP_HLT, "in-kernel HLT"},
+	{KVM_CAP_USER_MEMORY, "user memory slots"},
+	{KVM_CAP_SET_TSS_ADDR, "TSS address"},
+	{KVM_CAP_EXT_CPUID, "KVM_GET_SUPPORTED_CPUID"},
+	{KVM_CAP_PIT2, "in-kernel PIT"},
+	{KVM_CAP_IRQ_ROUTING, "IRQ routing"},
+	{KVM_CAP_IMMEDIATE_EXIT, "immediate exit"},
+};
+
+int hv_open(struct hv *hv, const char *dev, char *err, size_t errlen)
+{
+	int ver;
+
+	memset(hv, 0, sizeof(*hv));
+	hv->vm_fd = -1;
+	hv->sys_fd = open(dev, O_RDWR | O_CLOEXEC);
+	if (hv->sys_fd < 0) {
+		int e = errno;
+		if (e == ENOENT)
+			snprintf(err, errlen,
+				 "%s: no such device — load the KVM module (modprobe kvm_intel or "
+				 "kvm_amd) or enable virtualization in the firmware",
+				 dev);
+		else if (e == EACCES || e == EPERM)
+			snprintf(err, errlen,
+				 "%s: permission denied — add the user to group kvm "
+				 "(usermod -aG kvm $USER) and log in again",
+				 dev);
+		else
+			snprintf(err, errlen, "%s: %s", dev, strerror(e));
+		return -e;
+	}
+	ver = ioctl(hv->sys_fd, KVM_GET_API_VERSION, 0);
+	if (ver != KVM_API_VERSION) {
+		snprintf(err, errlen, "%s: KVM API version %d, expected %d — the host kernel is too old",
+			 dev, ver, KVM_API_VERSION);
+		hv_close(hv);
+		return -ENOTSUP;
+	}
+	for (size_t i = 0; i < sizeof(required_caps) / sizeof(required_caps[0]); i++) {
+		if (ioctl(hv->sys_fd, KVM_CHECK_EXTENSION, required_caps[i].cap) <= 0) {
+			snprintf(err, errlen, "%s: KVM lacks %s (capability %ld) — the host kernel is too old",
+				 dev, required_caps[i].name, required_caps[i].cap);
+			hv_close(hv);
+			return -ENOTSUP;
+		}
+	}
+	hv->vcpu_mmap_size = ioctl(hv->sys_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	hv->max_vcpus = ioctl(hv->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+	if (hv->max_vcpus <= 0)
+		hv->max_vcpus = ioctl(hv->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+	if (hv->max_vcpus <= 0)
+		hv->max_vcpus = 4;
+	hv->nr_memslots = ioctl(hv->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
+	/* Try, and report KVM's own error: no gating on CPUID vmx/svm flags. */
+	do {
+		hv->vm_fd = ioctl(hv->sys_fd, KVM_CREATE_VM, 0);
+	} while (hv->vm_fd < 0 && errno == EINTR);
+	if (hv->vm_fd < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s: cannot create a VM: %s%s", dev, strerror(e),
+			 e == ENOMEM ? " — the host is short of memory"
+				     : " — is hardware virtualization enabled and usable?");
+		hv_close(hv);
+		return -e;
+	}
+	return 0;
+}
+
+void hv_close(struct hv *hv)
+{
+	if (hv->vm_fd >= 0)
+		close(hv->vm_fd);
+	if (hv->sys_fd >= 0)
+		close(hv->sys_fd);
+	hv->vm_fd = hv->sys_fd = -1;
+}
+
+bool hv_has_cap(struct hv *hv, long cap)
+{
+	return ioctl(hv->vm_fd >= 0 ? hv->vm_fd : hv->sys_fd, KVM_CHECK_EXTENSION, cap) > 0;
+}
+
+int hv_create_irqchip(struct hv *hv, uint64_t tss_addr, uint64_t identity_map_addr)
+{
+	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+	uint64_t idmap = identity_map_addr;
+
+	if (ioctl(hv->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)tss_addr) < 0)
+		return -errno;
+	if (hv_has_cap(hv, KVM_CAP_SET_IDENTITY_MAP_ADDR) &&
+	    ioctl(hv->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+		return -errno;
+	if (ioctl(hv->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+		return -errno;
+	if (ioctl(hv->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+		return -errno;
+	return 0;
+}
+
+int hv_set_memory(struct hv *hv, uint32_t slot, uint64_t gpa, uint64_t size, void *host)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = slot,
+		.guest_phys_addr = gpa,
+		.memory_size = size,
+		.userspace_addr = (uint64_t)(uintptr_t)host,
+	};
+
+	return ioctl(hv->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
+}
+
+int hv_irq_line(struct hv *hv, uint32_t irq, bool level)
+{
+	struct kvm_irq_level l = {.irq = irq, .level = level};
+
+	return ioctl(hv->vm_fd, KVM_IRQ_LINE, &l) < 0 ? -errno : 0;
+}
+
+struct kvm_cpuid2 *hv_supported_cpuid(struct hv *hv)
+{
+	for (unsigned n = 64; n <= 4096; n *= 2) {
+		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+		if (!c)
+			return NULL;
+		c->nent = n;
+		if (ioctl(hv->sys_fd, KVM_GET_SUPPORTED_CPUID, c) == 0)
+			return c;
+		free(c);
+		if (errno != E2BIG)
+			return NULL;
+	}
+	errno = E2BIG;
+	return NULL;
+}
+
+int hv_create_vcpu(struct hv *hv, unsigned id, struct kvm_run **run)
+{
+	int fd = ioctl(hv->vm_fd, KVM_CREATE_VCPU, (unsigned long)id);
+	void *p;
+
+	if (fd < 0)
+		return -errno;
+	p = mmap(NULL, (size_t)hv->vcpu_mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	*run = p;
+	return fd;
+}

@@ -1,0 +1,418 @@
+/* machine.c: builds the VM in one readable order and tears it down; exit requests. */
+#include "machine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/ioctl.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include "acpi.h"
+#include "cpuid.h"
+#include "log.h"
+#include "mptable.h"
+#include "serial8250.h"
+#include "util.h"
+#include "vcpu.h"
+#include "x86_boot.h"
+
+#define COM1_PORT 0x3f8
+#define COM1_IRQ 4
+#define PM_PORT 0x600
+#define SCI_IRQ 9
+#define IOAPIC_ADDR 0xfec00000u
+#define LAPIC_ADDR 0xfee00000u
+
+/* --- wiring of the chips to this machine --- */
+
+static void com1_set_irq(void *opaque, bool level)
+{
+	struct machine *m = opaque;
+
+	hv_irq_line(&m->hv, COM1_IRQ, level);
+}
+
+static void com1_tx(void *opaque, const uint8_t *buf, size_t len)
+{
+	struct machine *m = opaque;
+
+	if (m->host.console_out)
+		m->host.console_out(m->host.opaque, buf, len);
+}
+
+static void com1_read(struct io_region *r, uint64_t off, void *data, unsigned len)
+{
+	struct machine *m = container_of(r, struct machine, com1_io);
+
+	memset(data, 0, len);
+	*(uint8_t *)data = serial8250_read(m->com1, (unsigned)off);
+}
+
+static void com1_write(struct io_region *r, uint64_t off, const void *data, unsigned len)
+{
+	struct machine *m = container_of(r, struct machine, com1_io);
+
+	(void)len;
+	serial8250_write(m->com1, (unsigned)off, *(const uint8_t *)data);
+}
+
+static const struct io_region_ops com1_ops = {.read = com1_read, .write = com1_write};
+
+static void sink_read(struct io_region *r, uint64_t off, void *data, unsigned len)
+{
+	(void)r;
+	(void)off;
+	memset(data, 0xff, len);
+}
+
+static void sink_write(struct io_region *r, uint64_t off, const void *data, unsigned len)
+{
+	(void)r;
+	(void)off;
+	(void)data;
+	(void)len;
+}
+
+/* Ports Linux writes to for delays and POST codes: accepted silently. */
+static const struct io_region_ops sink_ops = {.read = sink_read, .write = sink_write};
+
+static void guest_poweroff(void *opaque)
+{
+	machine_request_exit(opaque, MACHINE_POWEROFF);
+}
+
+static void guest_reset(void *opaque)
+{
+	machine_request_exit(opaque, MACHINE_RESET);
+}
+
+/* --- creation --- */
+
+static uint64_t host_memory_limit(void)
+{
+	struct sysinfo si;
+
+	if (sysinfo(&si) < 0)
+		return 0;
+	return ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+}
+
+static unsigned guest_phys_bits(struct kvm_cpuid2 *c)
+{
+	struct kvm_cpuid_entry2 *e = cpuid_find(c, 0x80000008, 0);
+
+	return e ? (e->eax & 0xff) : 36;
+}
+
+static int add_region(struct io_bus *bus, struct io_region *r, char *err, size_t errlen)
+{
+	int ret = io_bus_add(bus, r);
+
+	if (ret < 0)
+		snprintf(err, errlen, "internal: %s 0x%llx for %s: %s", bus->name,
+			 (unsigned long long)r->base, r->name, strerror(-ret));
+	return ret;
+}
+
+static int create_devices(struct machine *m, char *err, size_t errlen)
+{
+	struct serial8250_callbacks scb = {.set_irq = com1_set_irq, .tx = com1_tx, .opaque = m};
+	struct i8042_callbacks kcb = {.reset = guest_reset, .opaque = m};
+	struct acpi_pm_callbacks pcb = {.poweroff = guest_poweroff, .reset = guest_reset,
+					.opaque = m};
+	int r;
+
+	m->com1 = serial8250_create(&scb);
+	if (!m->com1) {
+		snprintf(err, errlen, "serial port: out of memory");
+		return -ENOMEM;
+	}
+	m->com1_io = (struct io_region){.base = COM1_PORT, .len = 8, .name = "com1",
+					.ops = &com1_ops};
+	cmos_rtc_init(&m->rtc);
+	i8042_init(&m->kbd, &kcb);
+	r = acpi_pm_init(&m->pm, PM_PORT, &pcb);
+	if (r < 0) {
+		snprintf(err, errlen, "ACPI PM block: %s", strerror(-r));
+		return r;
+	}
+	m->port_sink[0] = (struct io_region){.base = 0x80, .len = 1, .name = "post",
+					     .ops = &sink_ops};
+	m->port_sink[1] = (struct io_region){.base = 0xed, .len = 1, .name = "delay",
+					     .ops = &sink_ops};
+
+	if ((r = add_region(&m->pio, &m->com1_io, err, errlen)) < 0 ||
+	    (r = add_region(&m->pio, &m->rtc.io, err, errlen)) < 0 ||
+	    (r = add_region(&m->pio, &m->kbd.data_io, err, errlen)) < 0 ||
+	    (r = add_region(&m->pio, &m->kbd.cmd_io, err, errlen)) < 0 ||
+	    (r = add_region(&m->pio, &m->pm.io, err, errlen)) < 0 ||
+	    (r = add_region(&m->pio, &m->port_sink[0], err, errlen)) < 0 ||
+	    (r = add_region(&m->pio, &m->port_sink[1], err, errlen)) < 0)
+		return r;
+	return 0;
+}
+
+/* ACPI tables for kernels that use ACPI, an MP table for those that do not. */
+static int create_firmware_tables(struct machine *m, uint64_t *rsdp, char *err, size_t errlen)
+{
+	struct acpi_config ac = {
+		.ncpus = m->ncpus,
+		.ioapic_id = (uint8_t)m->ncpus,
+		.ioapic_addr = IOAPIC_ADDR,
+		.lapic_addr = LAPIC_ADDR,
+		.pm_base = PM_PORT,
+		.sci_irq = SCI_IRQ,
+	};
+	struct mptable_config mc = {
+		.ncpus = m->ncpus,
+		.ioapic_id = (uint8_t)m->ncpus,
+		.ioapic_addr = IOAPIC_ADDR,
+		.lapic_addr = LAPIC_ADDR,
+	};
+	uint64_t acpi_len = GM_BIOS_END - GM_ACPI, mp_len = GM_EBDA_END - GM_MPTABLE;
+	int r;
+
+	r = acpi_build(&ac, gm_ptr(&m->mem, GM_ACPI, acpi_len), acpi_len, GM_ACPI);
+	if (r < 0) {
+		snprintf(err, errlen, "ACPI tables for %u vCPUs do not fit in %llu bytes", m->ncpus,
+			 (unsigned long long)acpi_len);
+		return r;
+	}
+	*rsdp = GM_ACPI;
+	r = mptable_build(&mc, gm_ptr(&m->mem, GM_MPTABLE, mp_len), mp_len, GM_MPTABLE);
+	if (r < 0) {
+		snprintf(err, errlen, "MP table for %u vCPUs does not fit in %llu bytes", m->ncpus,
+			 (unsigned long long)mp_len);
+		return r;
+	}
+	return 0;
+}
+
+static int create_vcpus(struct machine *m, char *err, size_t errlen)
+{
+	size_t cpuid_size = sizeof(struct kvm_cpuid2) +
+			    m->supported_cpuid->nent * sizeof(struct kvm_cpuid_entry2);
+	struct kvm_cpuid2 *cpuid = malloc(cpuid_size);
+	int r = 0;
+
+	if (!cpuid)
+		return -ENOMEM;
+	m->vcpus = calloc(m->ncpus, sizeof(*m->vcpus));
+	if (!m->vcpus) {
+		free(cpuid);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < m->ncpus; i++) {
+		struct vcpu *v = &m->vcpus[i];
+		v->m = m;
+		v->id = i;
+		v->fd = -1;
+	}
+	for (unsigned i = 0; i < m->ncpus; i++) {
+		struct vcpu *v = &m->vcpus[i];
+		r = hv_create_vcpu(&m->hv, i, &v->run);
+		if (r < 0) {
+			snprintf(err, errlen, "/dev/kvm: cannot create vCPU %u of %u: %s", i,
+				 m->ncpus, strerror(-r));
+			break;
+		}
+		v->fd = r;
+		memcpy(cpuid, m->supported_cpuid, cpuid_size);
+		cpuid_shape(cpuid, &m->cfg->cpu, i, m->ncpus);
+		if (ioctl(v->fd, KVM_SET_CPUID2, cpuid) < 0) {
+			r = -errno;
+			snprintf(err, errlen, "vCPU %u: KVM refused the CPU model '%s': %s", i,
+				 m->cfg->cpu_spec, strerror(errno));
+			break;
+		}
+		r = x86_vcpu_init(v->fd);
+		if (r == 0 && i == 0)
+			r = x86_bsp_entry(v->fd, &m->boot);
+		if (r < 0) {
+			snprintf(err, errlen, "vCPU %u: cannot set its initial state: %s", i,
+				 strerror(-r));
+			break;
+		}
+	}
+	free(cpuid);
+	return r < 0 ? r : 0;
+}
+
+int machine_create(struct machine *m, const struct vm_config *cfg, const struct boot_config *boot,
+		   const struct machine_host *host, char *err, size_t errlen)
+{
+	struct boot_config bc = *boot;
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	m->cfg = cfg;
+	m->host = *host;
+	m->ncpus = cfg->cpus;
+	m->event_fd = -1;
+	m->hv.sys_fd = m->hv.vm_fd = -1;
+	m->mem.fd = -1;
+	pthread_mutex_init(&m->exit_lock, NULL);
+	io_bus_init(&m->pio, "port");
+	io_bus_init(&m->mmio, "MMIO");
+
+	m->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (m->event_fd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	r = hv_open(&m->hv, cfg->kvm_device, err, errlen);
+	if (r < 0)
+		goto fail;
+	if (m->ncpus > (unsigned)m->hv.max_vcpus) {
+		snprintf(err, errlen, "--cpus %u: this host's KVM allows at most %d vCPUs per VM",
+			 m->ncpus, m->hv.max_vcpus);
+		r = -EINVAL;
+		goto fail;
+	}
+	m->supported_cpuid = hv_supported_cpuid(&m->hv);
+	if (!m->supported_cpuid) {
+		r = -errno;
+		snprintf(err, errlen, "%s: KVM_GET_SUPPORTED_CPUID: %s", cfg->kvm_device,
+			 strerror(errno));
+		goto fail;
+	}
+	r = cpu_model_check(&cfg->cpu, m->supported_cpuid, err, errlen);
+	if (r < 0)
+		goto fail;
+
+	r = guest_mem_create(&m->mem, cfg->memory, host_memory_limit(),
+			     guest_phys_bits(m->supported_cpuid), err, errlen);
+	if (r < 0)
+		goto fail;
+	for (unsigned i = 0; i < m->mem.nregions; i++) {
+		struct gm_region *g = &m->mem.regions[i];
+		r = hv_set_memory(&m->hv, i, g->gpa, g->size, m->mem.host + g->offset);
+		if (r < 0) {
+			char a[32];
+			snprintf(err, errlen, "KVM refused %s of guest RAM at 0x%llx: %s",
+				 format_size(g->size, a, sizeof(a)), (unsigned long long)g->gpa,
+				 strerror(-r));
+			goto fail;
+		}
+	}
+	r = hv_create_irqchip(&m->hv, GM_KVM_TSS, GM_KVM_IDENTITY_MAP);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: cannot create the in-kernel interrupt controllers: %s",
+			 cfg->kvm_device, strerror(-r));
+		goto fail;
+	}
+	r = create_devices(m, err, errlen);
+	if (r < 0)
+		goto fail;
+	r = create_firmware_tables(m, &bc.rsdp_gpa, err, errlen);
+	if (r < 0)
+		goto fail;
+	r = boot_load(&m->mem, &bc, &m->boot, err, errlen);
+	if (r < 0)
+		goto fail;
+	r = x86_boot_tables(&m->mem);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot write boot page tables: %s", strerror(-r));
+		goto fail;
+	}
+	r = create_vcpus(m, err, errlen);
+	if (r < 0)
+		goto fail;
+	log_info("%s: %s loaded at 0x%llx, entry 0x%llx; %u vCPU(s), %llu MiB", cfg->kernel,
+		 m->boot.format, (unsigned long long)m->boot.kernel_lo,
+		 (unsigned long long)m->boot.entry, m->ncpus,
+		 (unsigned long long)(cfg->memory >> 20));
+	return 0;
+fail:
+	machine_destroy(m);
+	return r;
+}
+
+int machine_start(struct machine *m)
+{
+	for (unsigned i = 0; i < m->ncpus; i++) {
+		struct vcpu *v = &m->vcpus[i];
+		int r = pthread_create(&v->thread, NULL, vcpu_thread, v);
+		if (r) {
+			log_err("cannot start the thread of vCPU %u: %s", i, strerror(r));
+			machine_request_exit(m, MACHINE_FAILED);
+			return -r;
+		}
+		v->started = true;
+	}
+	return 0;
+}
+
+void machine_request_exit(struct machine *m, enum machine_exit why)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&m->exit_lock);
+	if (m->exit_reason == MACHINE_RUNNING)
+		m->exit_reason = why;
+	pthread_mutex_unlock(&m->exit_lock);
+	atomic_store(&m->stopping, true);
+	if (write(m->event_fd, &one, sizeof(one)) < 0) {
+		/* the counter is already non-zero: the main loop will wake anyway */
+	}
+}
+
+enum machine_exit machine_stop(struct machine *m)
+{
+	enum machine_exit why;
+
+	atomic_store(&m->stopping, true);
+	for (unsigned i = 0; m->vcpus && i < m->ncpus; i++)
+		vcpu_kick(&m->vcpus[i]);
+	for (unsigned i = 0; m->vcpus && i < m->ncpus; i++) {
+		if (m->vcpus[i].started) {
+			pthread_join(m->vcpus[i].thread, NULL);
+			m->vcpus[i].started = false;
+		}
+	}
+	pthread_mutex_lock(&m->exit_lock);
+	why = m->exit_reason;
+	pthread_mutex_unlock(&m->exit_lock);
+	return why;
+}
+
+void machine_destroy(struct machine *m)
+{
+	machine_stop(m);
+	for (unsigned i = 0; m->vcpus && i < m->ncpus; i++) {
+		struct vcpu *v = &m->vcpus[i];
+		if (v->run)
+			munmap(v->run, (size_t)m->hv.vcpu_mmap_size);
+		if (v->fd >= 0)
+			close(v->fd);
+	}
+	free(m->vcpus);
+	m->vcpus = NULL;
+	if (m->com1) {
+		serial8250_destroy(m->com1);
+		m->com1 = NULL;
+		cmos_rtc_destroy(&m->rtc);
+		i8042_destroy(&m->kbd);
+		acpi_pm_destroy(&m->pm);
+	}
+	hv_close(&m->hv);
+	guest_mem_destroy(&m->mem);
+	free(m->supported_cpuid);
+	m->supported_cpuid = NULL;
+	io_bus_destroy(&m->pio);
+	io_bus_destroy(&m->mmio);
+	if (m->event_fd >= 0)
+		close(m->event_fd);
+	m->event_fd = -1;
+	pthread_mutex_destroy(&m->exit_lock);
+}
+
+size_t machine_console_input(struct machine *m, const uint8_t *buf, size_t len)
+{
+	return serial8250_receive(m->com1, buf, len);
+}

@@ -1,0 +1,94 @@
+/* machine.h: one x86 virtual machine — KVM VM, RAM, legacy devices, vCPU threads. */
+#ifndef VMSTACK_MACHINE_H
+#define VMSTACK_MACHINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "acpi_pm.h"
+#include "boot.h"
+#include "cmos_rtc.h"
+#include "config.h"
+#include "guest_mem.h"
+#include "hv.h"
+#include "i8042.h"
+#include "iobus.h"
+
+struct serial8250;
+struct machine;
+
+/* Why the machine stopped running. */
+enum machine_exit {
+	MACHINE_RUNNING,
+	MACHINE_POWEROFF, /* the guest powered off */
+	MACHINE_RESET,	  /* the guest asked for a reboot */
+	MACHINE_FAILED,	  /* triple fault, KVM internal error, ...: already reported */
+	MACHINE_STOPPED,  /* the host stopped it (signal, console escape) */
+};
+
+struct vcpu {
+	struct machine *m;
+	unsigned id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool started;
+};
+
+/* What the machine needs from the process around it. */
+struct machine_host {
+	/* Bytes the guest wrote to its serial console. Called on vCPU threads. */
+	void (*console_out)(void *opaque, const uint8_t *buf, size_t len);
+	void *opaque;
+};
+
+struct machine {
+	const struct vm_config *cfg;
+	struct machine_host host;
+	struct hv hv;
+	struct guest_mem mem;
+	struct io_bus pio, mmio;
+	struct kvm_cpuid2 *supported_cpuid;
+	struct vcpu *vcpus;
+	unsigned ncpus;
+	struct boot_info boot;
+
+	struct serial8250 *com1;
+	struct io_region com1_io;
+	struct cmos_rtc rtc;
+	struct i8042 kbd;
+	struct acpi_pm pm;
+	struct io_region port_sink[2]; /* POST code 0x80, delay port 0xed */
+
+	pthread_mutex_t exit_lock;
+	enum machine_exit exit_reason;
+	atomic_bool stopping;
+	int event_fd; /* readable once exit_reason is set */
+	uint8_t pio_reported[65536 / 8]; /* unclaimed ports already logged (debug level) */
+};
+
+/*
+ * Creates the VM from `cfg` and loads the kernel described by `boot` (file contents
+ * already read). On failure returns -errno with a one-line message in err and leaves
+ * nothing allocated. The vCPUs do not run until machine_start().
+ */
+int machine_create(struct machine *m, const struct vm_config *cfg, const struct boot_config *boot,
+		   const struct machine_host *host, char *err, size_t errlen);
+
+/* Starts one thread per vCPU. SIGUSR1 must have vcpu_kick_handler installed (see vcpu.h). */
+int machine_start(struct machine *m);
+
+/* Records why the machine should stop (the first reason wins) and wakes event_fd. */
+void machine_request_exit(struct machine *m, enum machine_exit why);
+
+/* Stops and joins the vCPU threads; returns the recorded exit reason. */
+enum machine_exit machine_stop(struct machine *m);
+
+void machine_destroy(struct machine *m);
+
+/* Host keyboard input for the serial console; returns the bytes accepted. */
+size_t machine_console_input(struct machine *m, const uint8_t *buf, size_t len);
+
+#endif

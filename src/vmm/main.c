@@ -1,0 +1,244 @@
+/* main.c: vmstack-vm — the per-VM monitor process: parse, check, create, run, supervise. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "boot.h"
+#include "console.h"
+#include "log.h"
+#include "machine.h"
+#include "options.h"
+#include "util.h"
+#include "vcpu.h"
+
+#define EXIT_CONFIG 1
+#define EXIT_GUEST_CRASH 2
+
+#ifndef VMSTACK_VERSION
+#define VMSTACK_VERSION "0.1"
+#endif
+
+static void console_out(void *opaque, const uint8_t *buf, size_t len)
+{
+	console_write(opaque, buf, len);
+}
+
+/* Reads a user-named file with an error that says which option it came from. */
+static int load_file(const char *opt, const char *path, uint8_t **data, size_t *len)
+{
+	int r = read_file(path, data, len);
+
+	if (r == 0)
+		return 0;
+	switch (-r) {
+	case ENOENT:
+		log_err("%s %s: no such file", opt, path);
+		break;
+	case EACCES:
+		log_err("%s %s: permission denied — check the file's mode and owner", opt, path);
+		break;
+	case EISDIR:
+		log_err("%s %s: is a directory, expected a file", opt, path);
+		break;
+	case EINVAL:
+		log_err("%s %s: not a regular file", opt, path);
+		break;
+	default:
+		log_err("%s %s: %s", opt, path, strerror(-r));
+		break;
+	}
+	return r;
+}
+
+/*
+ * Waits for the machine to stop, feeding console input to the guest meanwhile.
+ * Returns MACHINE_STOPPED when the host asked for it (signal, escape key).
+ */
+static enum machine_exit supervise(struct machine *m, struct console *con, int sig_fd)
+{
+	uint8_t pending[256];
+	size_t npending = 0, off = 0;
+	bool input_open = con->in_fd >= 0;
+
+	for (;;) {
+		struct pollfd p[3] = {
+			{.fd = m->event_fd, .events = POLLIN},
+			{.fd = sig_fd, .events = POLLIN},
+			{.fd = (input_open && npending == 0) ? con->in_fd : -1, .events = POLLIN},
+		};
+		/* A full receive FIFO: retry soon rather than spin or drop keystrokes. */
+		int timeout = npending ? 10 : -1;
+
+		if (poll(p, 3, timeout) < 0 && errno != EINTR)
+			return MACHINE_FAILED;
+		if (p[0].revents & POLLIN)
+			return MACHINE_RUNNING; /* the machine has its own reason */
+		if (p[1].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			if (read(sig_fd, &si, sizeof(si)) == sizeof(si))
+				log_info("stopping the VM on signal %u (%s)", si.ssi_signo,
+					 strsignal((int)si.ssi_signo));
+			return MACHINE_STOPPED;
+		}
+		if (p[2].revents & (POLLIN | POLLHUP | POLLERR)) {
+			bool quit = false;
+			ssize_t n = console_read(con, pending, sizeof(pending), &quit);
+			if (quit) {
+				log_info("console escape: stopping the VM");
+				return MACHINE_STOPPED;
+			}
+			if (n < 0)
+				input_open = false; /* end of input: the guest keeps running */
+			else
+				npending = (size_t)n, off = 0;
+		}
+		if (npending) {
+			size_t took = machine_console_input(m, pending + off, npending);
+			off += took;
+			npending -= took;
+		}
+	}
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	struct vm_config cfg;
+	struct boot_config boot = {0};
+	struct console con;
+	struct machine m;
+	struct machine_host host;
+	enum machine_exit why;
+	char err[512];
+	uint8_t *kernel = NULL, *initrd = NULL;
+	size_t kernel_len = 0, initrd_len = 0;
+	sigset_t sigs;
+	int sig_fd, status = EXIT_CONFIG;
+	unsigned boots = 0;
+
+	switch (options_parse(argc, argv, &cfg, err, sizeof(err))) {
+	case OPTIONS_HELP:
+		return 0;
+	case OPTIONS_ERROR:
+		log_err("%s", err);
+		return EXIT_CONFIG;
+	case OPTIONS_OK:
+		break;
+	}
+	log_set_level(cfg.verbose >= 2 ? LOG_DEBUG : cfg.verbose ? LOG_INFO : LOG_WARN);
+	if (cfg.name)
+		prctl(PR_SET_NAME, cfg.name, 0, 0, 0);
+
+	if (load_file("--kernel", cfg.kernel, &kernel, &kernel_len) < 0)
+		return EXIT_CONFIG;
+	if (cfg.initrd && load_file("--initrd", cfg.initrd, &initrd, &initrd_len) < 0) {
+		free(kernel);
+		return EXIT_CONFIG;
+	}
+	boot = (struct boot_config){
+		.kernel_path = cfg.kernel,
+		.kernel = kernel,
+		.kernel_len = kernel_len,
+		.initrd_path = cfg.initrd,
+		.initrd = initrd,
+		.initrd_len = initrd_len,
+		.cmdline = cfg.cmdline,
+	};
+
+	/* Termination signals arrive through a signalfd; vCPU threads inherit the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	sigprocmask(SIG_BLOCK, &sigs, NULL);
+	sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	signal(SIGPIPE, SIG_IGN);
+	if (sig_fd < 0 || vcpu_signals_init() < 0) {
+		log_err("cannot set up signal handling: %s", strerror(errno));
+		goto out_files;
+	}
+
+	if (console_open(&con, &cfg, err, sizeof(err)) < 0) {
+		log_err("%s", err);
+		goto out_sig;
+	}
+	host = (struct machine_host){.console_out = console_out, .opaque = &con};
+
+	for (;;) {
+		if (machine_create(&m, &cfg, &boot, &host, err, sizeof(err)) < 0) {
+			log_err("%s", err);
+			status = EXIT_CONFIG;
+			break;
+		}
+		boots++;
+		if (machine_start(&m) == 0)
+			why = supervise(&m, &con, sig_fd);
+		else
+			why = MACHINE_FAILED;
+		if (why == MACHINE_STOPPED)
+			machine_request_exit(&m, MACHINE_STOPPED);
+		why = machine_stop(&m);
+		machine_destroy(&m);
+
+		if (why == MACHINE_RESET && cfg.on_reboot == ON_REBOOT_RESTART) {
+			log_info("guest rebooted: restarting it (boot %u)", boots + 1);
+			continue;
+		}
+		switch (why) {
+		case MACHINE_POWEROFF:
+			log_info("guest powered off");
+			status = 0;
+			break;
+		case MACHINE_RESET:
+			log_info("guest rebooted: exiting (--on-reboot exit)");
+			status = 0;
+			break;
+		case MACHINE_STOPPED:
+			status = 0;
+			break;
+		default:
+			status = EXIT_GUEST_CRASH;
+			break;
+		}
+		break;
+	}
+	console_close(&con);
+out_sig:
+	close(sig_fd);
+out_files:
+	free(kernel);
+	free(initrd);
+	return status;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: vmstack-vm run --kernel PATH [options]   (vmstack-vm run --help)\n"
+		   "       vmstack-vm --version\n");
+}
+
+int main(int argc, char **argv)
+{
+	log_set_prefix("vmstack-vm");
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_CONFIG;
+	}
+	if (strcmp(argv[1], "run") == 0)
+		return cmd_run(argc - 1, argv + 1);
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("vmstack-vm %s\n", VMSTACK_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	log_err("unknown command '%s' — the command is 'run' (vmstack-vm run --help)", argv[1]);
+	return EXIT_CONFIG;
+}
