@@ -22,8 +22,8 @@ static uint32_t acpi_pm_timer(const struct acpi_pm *pm)
 {
 	uint64_t ns = acpi_pm_now_ns() - pm->start_ns;
 	/* Split so the product cannot overflow however long the machine runs. */
-	uint64_t ticks = ns / NSEC_PER_SEC * ACPI_PM_TMR_HZ +
-			 ns % NSEC_PER_SEC * ACPI_PM_TMR_HZ / NSEC_PER_SEC;
+	uint64_t ticks =
+	    ns / NSEC_PER_SEC * ACPI_PM_TMR_HZ + ns % NSEC_PER_SEC * ACPI_PM_TMR_HZ / NSEC_PER_SEC;
 
 	return (uint32_t)(ticks & ACPI_PM_TMR_MASK);
 }
@@ -86,7 +86,7 @@ static void acpi_pm_write(struct io_region *r, uint64_t off, const void *data, u
 
 	pthread_mutex_lock(&pm->lock);
 	m = (uint16_t)get_le(mask + ACPI_PM_EVT_OFF, 2);
-	pm->status &= (uint16_t)~(get_le(val + ACPI_PM_EVT_OFF, 2) & m);
+	pm->status &= (uint16_t) ~(get_le(val + ACPI_PM_EVT_OFF, 2) & m);
 
 	m = (uint16_t)get_le(mask + ACPI_PM_EVT_OFF + 2, 2);
 	v = (uint16_t)get_le(val + ACPI_PM_EVT_OFF + 2, 2);
@@ -105,13 +105,13 @@ static void acpi_pm_write(struct io_region *r, uint64_t off, const void *data, u
 				poweroff = true;
 			} else {
 				log_ratelimited(&pm->warn_rl, LOG_WARN,
-						"%s: guest asked for sleep type %u, only S5 (%u) "
-						"is supported; waking at once",
-						pm->io.name, slp_typ, ACPI_SLP_TYP_S5);
+				                "%s: guest asked for sleep type %u, only S5 (%u) "
+				                "is supported; waking at once",
+				                pm->io.name, slp_typ, ACPI_SLP_TYP_S5);
 				pm->status |= ACPI_PM1_STS_WAK;
 			}
 		}
-		pm->control = cnt & (uint16_t)~(ACPI_PM1_CNT_SLP_EN | ACPI_PM1_CNT_GBL_RLS);
+		pm->control = cnt & (uint16_t) ~(ACPI_PM1_CNT_SLP_EN | ACPI_PM1_CNT_GBL_RLS);
 	}
 
 	if (mask[ACPI_PM_RESET_OFF] && val[ACPI_PM_RESET_OFF] == ACPI_RESET_VALUE)
@@ -125,8 +125,8 @@ static void acpi_pm_write(struct io_region *r, uint64_t off, const void *data, u
 }
 
 static const struct io_region_ops acpi_pm_ops = {
-	.read = acpi_pm_read,
-	.write = acpi_pm_write,
+    .read = acpi_pm_read,
+    .write = acpi_pm_write,
 };
 
 int acpi_pm_init(struct acpi_pm *pm, uint16_t base, const struct acpi_pm_callbacks *cb)

@@ -1,4 +1,4 @@
-/* acpi_pm.h: the ACPI fixed-hardware registers (PM1 event/control, PM timer, reset) in port space. */
+/* acpi_pm.h: ACPI fixed hardware in port space: PM1 event/control, PM timer, reset register. */
 #ifndef VMSTACK_ACPI_PM_H
 #define VMSTACK_ACPI_PM_H
 
@@ -16,7 +16,7 @@
  */
 struct acpi_pm_callbacks {
 	void (*poweroff)(void *opaque); /* SLP_EN written with SLP_TYP = S5 */
-	void (*reset)(void *opaque);	/* ACPI_RESET_VALUE written to the reset register */
+	void (*reset)(void *opaque);    /* ACPI_RESET_VALUE written to the reset register */
 	void *opaque;
 };
 
@@ -33,15 +33,16 @@ struct acpi_pm_callbacks {
 struct acpi_pm {
 	struct io_region io; /* base, ACPI_PM_LEN ports, name "acpi-pm" */
 	pthread_mutex_t lock;
-	uint16_t status;  /* PM1 status, write 1 to clear */
-	uint16_t enable;  /* PM1 enable, stored only */
-	uint16_t control; /* PM1 control without the write-only SLP_EN and GBL_RLS */
+	uint16_t status;   /* PM1 status, write 1 to clear */
+	uint16_t enable;   /* PM1 enable, stored only */
+	uint16_t control;  /* PM1 control without the write-only SLP_EN and GBL_RLS */
 	uint64_t start_ns; /* CLOCK_MONOTONIC at init: the PM timer counts from here */
 	struct acpi_pm_callbacks cb;
 	struct ratelimit warn_rl;
 };
 
-/* Fills in pm; the caller then adds &pm->io to its port bus. cb may be NULL. Returns 0 or -errno. */
+/* Fills in pm; the caller then adds &pm->io to its port bus. cb may be NULL. Returns 0 or -errno.
+ */
 int acpi_pm_init(struct acpi_pm *pm, uint16_t base, const struct acpi_pm_callbacks *cb);
 /* After the caller has removed &pm->io from its bus. */
 void acpi_pm_destroy(struct acpi_pm *pm);

@@ -149,9 +149,14 @@ static void rtc_write(struct io_region *r, uint64_t off, const void *data, unsig
 			rtc->ram[idx] = v & 0x7f;
 			break;
 		default:
-			rtc->ram[idx] = v;
-			if (is_time_reg(idx) && !(rtc->ram[RTC_REG_B] & REG_B_SET))
+			if (is_time_reg(idx) && !(rtc->ram[RTC_REG_B] & REG_B_SET)) {
+				/* The other fields must be the current time, not the last read's. */
+				latch_time(rtc);
+				rtc->ram[idx] = v;
 				commit_time(rtc);
+			} else {
+				rtc->ram[idx] = v;
+			}
 			break;
 		}
 	}

@@ -66,7 +66,7 @@ struct serial8250 {
 	uint8_t scr;
 	uint8_t dll, dlm;
 	uint8_t msr_delta; /* MSR bits 3:0, cleared by reading MSR */
-	bool overrun;	   /* LSR.OE, cleared by reading LSR */
+	bool overrun;      /* LSR.OE, cleared by reading LSR */
 	bool thre_pending; /* THRE interrupt latched; cleared by an IIR read that reports it */
 
 	uint8_t rx[SERIAL8250_RX_FIFO_SIZE];
@@ -74,7 +74,7 @@ struct serial8250 {
 
 	/* Interrupt line delivery; see serial8250_unlock(). */
 	bool irq_reported; /* level last passed to set_irq */
-	bool irq_busy;	   /* a thread is inside set_irq and will re-check before it leaves */
+	bool irq_busy;     /* a thread is inside set_irq and will re-check before it leaves */
 };
 
 static bool serial8250_loopback(const struct serial8250 *s)

@@ -41,18 +41,18 @@
 #define SERIAL8250_RX_FIFO_SIZE 64
 
 /* Register offsets. */
-#define SERIAL8250_RBR 0 /* read, DLAB=0 */
-#define SERIAL8250_THR 0 /* write, DLAB=0 */
-#define SERIAL8250_DLL 0 /* DLAB=1 */
-#define SERIAL8250_IER 1 /* DLAB=0 */
-#define SERIAL8250_DLM 1 /* DLAB=1 */
-#define SERIAL8250_IIR 2 /* read */
-#define SERIAL8250_FCR 2 /* write */
-#define SERIAL8250_LCR 3
-#define SERIAL8250_MCR 4
-#define SERIAL8250_LSR 5
-#define SERIAL8250_MSR 6
-#define SERIAL8250_SCR 7
+#define SERIAL8250_RBR     0 /* read, DLAB=0 */
+#define SERIAL8250_THR     0 /* write, DLAB=0 */
+#define SERIAL8250_DLL     0 /* DLAB=1 */
+#define SERIAL8250_IER     1 /* DLAB=0 */
+#define SERIAL8250_DLM     1 /* DLAB=1 */
+#define SERIAL8250_IIR     2 /* read */
+#define SERIAL8250_FCR     2 /* write */
+#define SERIAL8250_LCR     3
+#define SERIAL8250_MCR     4
+#define SERIAL8250_LSR     5
+#define SERIAL8250_MSR     6
+#define SERIAL8250_SCR     7
 #define SERIAL8250_NR_REGS 8
 
 struct serial8250;

@@ -59,6 +59,17 @@ static const struct feature_name features[] = {
 	{"syscall", CPUID_80000001_EDX, 11}, {"nx", CPUID_80000001_EDX, 20},
 	{"pdpe1gb", CPUID_80000001_EDX, 26}, {"rdtscp", CPUID_80000001_EDX, 27},
 	{"lm", CPUID_80000001_EDX, 29},
+	/* KVM paravirtual features, with QEMU's names. */
+	{"kvmclock", CPUID_KVM_FEATURES, 0},   {"kvm-nopiodelay", CPUID_KVM_FEATURES, 1},
+	{"kvm-mmu", CPUID_KVM_FEATURES, 2},    {"kvmclock2", CPUID_KVM_FEATURES, 3},
+	{"kvm-asyncpf", CPUID_KVM_FEATURES, 4}, {"kvm-steal-time", CPUID_KVM_FEATURES, 5},
+	{"kvm-pv-eoi", CPUID_KVM_FEATURES, 6}, {"kvm-pv-unhalt", CPUID_KVM_FEATURES, 7},
+	{"kvm-pv-tlb-flush", CPUID_KVM_FEATURES, 9},
+	{"kvm-asyncpf-vmexit", CPUID_KVM_FEATURES, 10},
+	{"kvm-pv-ipi", CPUID_KVM_FEATURES, 11}, {"kvm-poll-control", CPUID_KVM_FEATURES, 12},
+	{"kvm-pv-sched-yield", CPUID_KVM_FEATURES, 13},
+	{"kvm-asyncpf-int", CPUID_KVM_FEATURES, 14},
+	{"kvm-msi-ext-dest-id", CPUID_KVM_FEATURES, 15},
 };
 
 /* x86-64-v2 (the psABI level every x86-64 distro since ~2020 can rely on) plus x2apic. */
@@ -185,6 +196,7 @@ static uint32_t *word_ptr(struct kvm_cpuid2 *c, enum cpuid_word w)
 	case CPUID_7_EDX: e = cpuid_find(c, 7, 0); return e ? &e->edx : NULL;
 	case CPUID_80000001_ECX: e = cpuid_find(c, 0x80000001, 0); return e ? &e->ecx : NULL;
 	case CPUID_80000001_EDX: e = cpuid_find(c, 0x80000001, 0); return e ? &e->edx : NULL;
+	case CPUID_KVM_FEATURES: e = cpuid_find(c, 0x40000001, 0); return e ? &e->eax : NULL;
 	default: return NULL;
 	}
 }
@@ -238,7 +250,7 @@ void cpuid_shape(struct kvm_cpuid2 *c, const struct cpu_model *m, unsigned apic_
 		uint32_t *p = word_ptr(c, (enum cpuid_word)w);
 		if (!p)
 			continue;
-		if (m->base == CPU_MODEL_BASELINE)
+		if (m->base == CPU_MODEL_BASELINE && w != CPUID_KVM_FEATURES)
 			*p &= baseline[w] | m->add[w];
 		*p &= ~m->del[w];
 	}

@@ -16,6 +16,7 @@ enum cpuid_word {
 	CPUID_7_EDX,
 	CPUID_80000001_ECX,
 	CPUID_80000001_EDX,
+	CPUID_KVM_FEATURES, /* leaf 0x40000001 EAX: KVM paravirtual features */
 	CPUID_NWORDS
 };
 

@@ -8,9 +8,9 @@
 
 #include "util.h"
 
-#define ACPI_OEM_ID	  "VMSTCK"
+#define ACPI_OEM_ID       "VMSTCK"
 #define ACPI_OEM_TABLE_ID "VMSTACK "
-#define ACPI_CREATOR_ID	  "VMSK"
+#define ACPI_CREATOR_ID   "VMSK"
 
 /*
  * Table layouts from the ACPI 6.x specification, section numbers in the comments. Fields are
@@ -111,11 +111,11 @@ struct acpi_fadt { /* 5.2.9, revision 6 */
 } __attribute__((packed));
 
 /* FADT flags (5.2.9, table 5.10). */
-#define FADT_F_WBINVD	     (1u << 0)
-#define FADT_F_PROC_C1	     (1u << 2)
+#define FADT_F_WBINVD        (1u << 0)
+#define FADT_F_PROC_C1       (1u << 2)
 #define FADT_F_PWR_BUTTON    (1u << 4) /* set: no fixed-feature power button */
 #define FADT_F_SLP_BUTTON    (1u << 5) /* set: no fixed-feature sleep button */
-#define FADT_F_FIX_RTC	     (1u << 6) /* set: no RTC wake status in PM1 */
+#define FADT_F_FIX_RTC       (1u << 6) /* set: no RTC wake status in PM1 */
 #define FADT_F_RESET_REG_SUP (1u << 10)
 
 /* IA-PC boot architecture flags (5.2.9.3). */
@@ -199,18 +199,18 @@ _Static_assert(sizeof(struct madt_lapic_nmi) == 6, "MADT NMI layout");
  * itself and must be as short as possible, so aml_open() reserves one byte and
  * aml_close() widens it once the body's size is known.
  */
-#define AML_ZERO_OP	    0x00
-#define AML_ONE_OP	    0x01
-#define AML_NAME_OP	    0x08
-#define AML_BYTE_PREFIX	    0x0a
-#define AML_WORD_PREFIX	    0x0b
-#define AML_DWORD_PREFIX    0x0c
-#define AML_QWORD_PREFIX    0x0e
-#define AML_SCOPE_OP	    0x10
-#define AML_BUFFER_OP	    0x11
-#define AML_PACKAGE_OP	    0x12
-#define AML_EXT_OP_PREFIX   0x5b
-#define AML_EXT_DEVICE_OP   0x82
+#define AML_ZERO_OP       0x00
+#define AML_ONE_OP        0x01
+#define AML_NAME_OP       0x08
+#define AML_BYTE_PREFIX   0x0a
+#define AML_WORD_PREFIX   0x0b
+#define AML_DWORD_PREFIX  0x0c
+#define AML_QWORD_PREFIX  0x0e
+#define AML_SCOPE_OP      0x10
+#define AML_BUFFER_OP     0x11
+#define AML_PACKAGE_OP    0x12
+#define AML_EXT_OP_PREFIX 0x5b
+#define AML_EXT_DEVICE_OP 0x82
 
 struct aml {
 	uint8_t *buf;
@@ -321,32 +321,32 @@ static uint32_t eisa_id(const char *s)
 }
 
 /* Resource descriptors for _CRS (ACPI 6.x 6.4). */
-#define RES_IO		    0x47
-#define RES_END_TAG	    0x79
+#define RES_IO              0x47
+#define RES_END_TAG         0x79
 #define RES_DWORD_ADDRESS   0x87
 #define RES_WORD_ADDRESS    0x88
 #define RES_QWORD_ADDRESS   0x8a
-#define RES_TYPE_MEMORY	    0
-#define RES_TYPE_IO	    1
-#define RES_TYPE_BUS	    2
+#define RES_TYPE_MEMORY     0
+#define RES_TYPE_IO         1
+#define RES_TYPE_BUS        2
 #define RES_PRODUCER_FIXED  0x0c /* producer, positive decode, min and max fixed */
 #define RES_IO_ENTIRE_RANGE 0x03
-#define RES_MEM_RW	    0x01 /* read-write, non-cacheable */
+#define RES_MEM_RW          0x01 /* read-write, non-cacheable */
 
 /* Word/DWord/QWord Address Space Descriptor: tag, length, type, flags, then five fields. */
 static void res_address(struct aml *a, uint8_t tag, unsigned width, uint8_t type,
-			uint8_t type_flags, uint64_t min, uint64_t len)
+                        uint8_t type_flags, uint64_t min, uint64_t len)
 {
 	aml_byte(a, tag);
 	aml_le(a, 3 + 5 * width, 2);
 	aml_byte(a, type);
 	aml_byte(a, RES_PRODUCER_FIXED);
 	aml_byte(a, type_flags);
-	aml_le(a, 0, width);		 /* granularity */
-	aml_le(a, min, width);		 /* minimum */
+	aml_le(a, 0, width);             /* granularity */
+	aml_le(a, min, width);           /* minimum */
 	aml_le(a, min + len - 1, width); /* maximum */
-	aml_le(a, 0, width);		 /* translation offset */
-	aml_le(a, len, width);		 /* length */
+	aml_le(a, 0, width);             /* translation offset */
+	aml_le(a, len, width);           /* length */
 }
 
 static void aml_pci_host(struct aml *a, const struct acpi_config *cfg)
@@ -360,13 +360,13 @@ static void aml_pci_host(struct aml *a, const struct acpi_config *cfg)
 	aml_bytes(&crs, cf8_ports, sizeof(cf8_ports));
 	res_address(&crs, RES_WORD_ADDRESS, 2, RES_TYPE_IO, RES_IO_ENTIRE_RANGE, 0, 0xcf8);
 	res_address(&crs, RES_WORD_ADDRESS, 2, RES_TYPE_IO, RES_IO_ENTIRE_RANGE, 0xd00,
-		    0x10000 - 0xd00);
+	            0x10000 - 0xd00);
 	if (cfg->pci_mmio32_len)
 		res_address(&crs, RES_DWORD_ADDRESS, 4, RES_TYPE_MEMORY, RES_MEM_RW,
-			    cfg->pci_mmio32_base, cfg->pci_mmio32_len);
+		            cfg->pci_mmio32_base, cfg->pci_mmio32_len);
 	if (cfg->pci_mmio64_len)
 		res_address(&crs, RES_QWORD_ADDRESS, 8, RES_TYPE_MEMORY, RES_MEM_RW,
-			    cfg->pci_mmio64_base, cfg->pci_mmio64_len);
+		            cfg->pci_mmio64_base, cfg->pci_mmio64_len);
 	aml_byte(&crs, RES_END_TAG);
 	aml_byte(&crs, 0); /* checksum 0: "treat as correct" */
 	assert(!crs.overflow);
@@ -452,22 +452,25 @@ static void acpi_checksum(void *p, size_t len, uint8_t *csum)
 static struct acpi_gas acpi_gas_io(uint64_t port, unsigned bytes, unsigned access)
 {
 	return (struct acpi_gas){
-		.space_id = ACPI_GAS_SYSTEM_IO,
-		.bit_width = (uint8_t)(bytes * 8),
-		.access_size = (uint8_t)(__builtin_ctz(access) + 1),
-		.address = port,
+	    .space_id = ACPI_GAS_SYSTEM_IO,
+	    .bit_width = (uint8_t)(bytes * 8),
+	    .access_size = (uint8_t)(__builtin_ctz(access) + 1),
+	    .address = port,
 	};
 }
 
 static void acpi_fill_fadt(struct acpi_fadt *f, const struct acpi_config *cfg, uint64_t facs,
-			   uint64_t dsdt)
+                           uint64_t dsdt)
 {
 	uint32_t pm = cfg->pm_base;
 
 	acpi_header_init(&f->h, "FACP", sizeof(*f), 6);
-	f->firmware_ctrl = (uint32_t)facs;
-	f->dsdt = (uint32_t)dsdt;
+	/*
+	 * The FACS only through X_FIRMWARE_CTRL: an OS must then ignore FIRMWARE_CTRL, and
+	 * Linux would otherwise install (and list) the same FACS twice. The DSDT goes in both.
+	 */
 	f->x_firmware_ctrl = facs;
+	f->dsdt = (uint32_t)dsdt;
 	f->x_dsdt = dsdt;
 	f->sci_int = cfg->sci_irq;
 	/* SMI_CMD 0: no SMM handshake, the machine starts (and stays) in ACPI mode. */
@@ -489,7 +492,7 @@ static void acpi_fill_fadt(struct acpi_fadt *f, const struct acpi_config *cfg, u
 	f->iapc_boot_arch = FADT_BOOT_VGA_NOT_PRESENT;
 	/* TMR_VAL_EXT stays clear: the PM timer is 24 bits wide. */
 	f->flags = FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_PWR_BUTTON | FADT_F_SLP_BUTTON |
-		   FADT_F_FIX_RTC | FADT_F_RESET_REG_SUP;
+	           FADT_F_FIX_RTC | FADT_F_RESET_REG_SUP;
 	/* Linux uses the reset register only if it is exactly 8 bits at bit offset 0. */
 	f->reset_reg = acpi_gas_io(pm + ACPI_PM_RESET_OFF, 1, 1);
 	f->reset_value = ACPI_RESET_VALUE;
@@ -566,8 +569,8 @@ static int acpi_check_config(const struct acpi_config *cfg)
 		if (cfg->pci_mmio32_len &&
 		    (uint64_t)cfg->pci_mmio32_base + cfg->pci_mmio32_len > 4 * GiB)
 			return -EINVAL;
-		if (cfg->pci_mmio64_len && cfg->pci_mmio64_base + (cfg->pci_mmio64_len - 1) <
-						   cfg->pci_mmio64_base)
+		if (cfg->pci_mmio64_len &&
+		    cfg->pci_mmio64_base + (cfg->pci_mmio64_len - 1) < cfg->pci_mmio64_base)
 			return -EINVAL;
 	}
 	return 0;
@@ -596,8 +599,8 @@ int acpi_build(const struct acpi_config *cfg, uint8_t *buf, size_t len, uint64_t
 	xsdt_len = sizeof(struct acpi_header) + 2 * sizeof(uint64_t);
 	rsdt_len = sizeof(struct acpi_header) + 2 * sizeof(uint32_t);
 	madt_len = sizeof(struct acpi_madt) + cfg->ncpus * sizeof(struct madt_lapic) +
-		   sizeof(struct madt_ioapic) + 2 * sizeof(struct madt_int_override) +
-		   sizeof(struct madt_lapic_nmi);
+	           sizeof(struct madt_ioapic) + 2 * sizeof(struct madt_int_override) +
+	           sizeof(struct madt_lapic_nmi);
 	dsdt_len = sizeof(struct acpi_header) + aml.len;
 
 	xsdt_off = ALIGN_UP(rsdp_off + sizeof(struct acpi_rsdp), 16);

@@ -1,4 +1,4 @@
-/* acpi.h: the ACPI tables that tell a guest kernel its CPUs, interrupt wiring and power-off port. */
+/* acpi.h: ACPI tables telling a guest its CPUs, interrupt wiring and how to power off. */
 #ifndef VMSTACK_ACPI_H
 #define VMSTACK_ACPI_H
 
@@ -15,15 +15,15 @@
  *   +0x8  PM_TMR_BLK    u32 free-running 24-bit counter at 3.579545 MHz (read only)
  *   +0xc  RESET_REG     u8, writing ACPI_RESET_VALUE resets the machine
  */
-#define ACPI_PM_EVT_OFF	  0x0
-#define ACPI_PM_EVT_LEN	  4
-#define ACPI_PM_CNT_OFF	  0x4
-#define ACPI_PM_CNT_LEN	  2
-#define ACPI_PM_TMR_OFF	  0x8
-#define ACPI_PM_TMR_LEN	  4
+#define ACPI_PM_EVT_OFF   0x0
+#define ACPI_PM_EVT_LEN   4
+#define ACPI_PM_CNT_OFF   0x4
+#define ACPI_PM_CNT_LEN   2
+#define ACPI_PM_TMR_OFF   0x8
+#define ACPI_PM_TMR_LEN   4
 #define ACPI_PM_RESET_OFF 0xc
-#define ACPI_PM_LEN	  16
-#define ACPI_PM_TMR_HZ	  3579545
+#define ACPI_PM_LEN       16
+#define ACPI_PM_TMR_HZ    3579545
 #define ACPI_PM_TMR_MASK  0xffffffu
 #define ACPI_RESET_VALUE  1
 
@@ -33,17 +33,17 @@
 #define ACPI_PM1_STS_WAK    (1u << 15)
 
 /* PM1 control bits (ACPI 6.x 4.8.3.2.1). */
-#define ACPI_PM1_CNT_SCI_EN	   (1u << 0)
-#define ACPI_PM1_CNT_GBL_RLS	   (1u << 2)
+#define ACPI_PM1_CNT_SCI_EN        (1u << 0)
+#define ACPI_PM1_CNT_GBL_RLS       (1u << 2)
 #define ACPI_PM1_CNT_SLP_TYP_SHIFT 10
 #define ACPI_PM1_CNT_SLP_TYP_MASK  (7u << ACPI_PM1_CNT_SLP_TYP_SHIFT)
-#define ACPI_PM1_CNT_SLP_EN	   (1u << 13)
+#define ACPI_PM1_CNT_SLP_EN        (1u << 13)
 
 /* The DSDT's \_S5 package gives this SLP_TYP; the guest writes it with SLP_EN to power off. */
 #define ACPI_SLP_TYP_S5 5
 
 struct acpi_config {
-	unsigned ncpus;	      /* local APIC ids 0..ncpus-1; 1..254 */
+	unsigned ncpus;       /* local APIC ids 0..ncpus-1; 1..254 */
 	uint8_t ioapic_id;    /* must not be a CPU's id; normally ncpus */
 	uint32_t ioapic_addr; /* 0xfec00000 */
 	uint32_t lapic_addr;  /* 0xfee00000 */

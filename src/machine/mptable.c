@@ -53,7 +53,7 @@ struct mpc_cpu { /* 4.3.1 */
 } __attribute__((packed));
 
 #define MPC_CPU_ENABLED 0x01
-#define MPC_CPU_BSP	0x02
+#define MPC_CPU_BSP     0x02
 
 struct mpc_bus { /* 4.3.2 */
 	uint8_t type;
@@ -88,19 +88,19 @@ _Static_assert(sizeof(struct mpc_bus) == 8, "MP bus entry layout");
 _Static_assert(sizeof(struct mpc_ioapic) == 8, "MP I/O APIC entry layout");
 _Static_assert(sizeof(struct mpc_intsrc) == 8, "MP interrupt entry layout");
 
-#define MP_SPEC_REV	 4 /* 1.4 */
-#define MP_LAPIC_VERSION 0x14
-#define MP_IOAPIC_VER	 0x11
-#define MP_ISA_BUS	 0
-#define MP_ISA_IRQS	 16
+#define MP_SPEC_REV        4 /* 1.4 */
+#define MP_LAPIC_VERSION   0x14
+#define MP_IOAPIC_VER      0x11
+#define MP_ISA_BUS         0
+#define MP_ISA_IRQS        16
 #define MP_ISA_IRQ_ENTRIES (MP_ISA_IRQS - 1) /* IRQ2 is the cascade and has no entry */
 
 /* Family 6, model 15, stepping 1; features FPU and APIC (the table's fields are only read). */
 #define MP_CPU_SIGNATURE 0x000006f1
-#define MP_CPU_FEATURES	 ((1u << 0) | (1u << 9))
+#define MP_CPU_FEATURES  ((1u << 0) | (1u << 9))
 
 static void mpc_intsrc_init(struct mpc_intsrc *e, uint8_t type, uint8_t irq_type, uint8_t src_irq,
-			    uint8_t dst_apic, uint8_t dst_pin)
+                            uint8_t dst_apic, uint8_t dst_pin)
 {
 	e->type = type;
 	e->irq_type = irq_type;
@@ -127,8 +127,8 @@ int mptable_build(const struct mptable_config *cfg, uint8_t *buf, size_t len, ui
 		return -EINVAL;
 
 	table_len = sizeof(struct mpc_table) + cfg->ncpus * sizeof(struct mpc_cpu) +
-		    sizeof(struct mpc_bus) + sizeof(struct mpc_ioapic) +
-		    (MP_ISA_IRQ_ENTRIES + 2) * sizeof(struct mpc_intsrc);
+	            sizeof(struct mpc_bus) + sizeof(struct mpc_ioapic) +
+	            (MP_ISA_IRQ_ENTRIES + 2) * sizeof(struct mpc_intsrc);
 	end = sizeof(struct mpf_intel) + table_len;
 	if (len < end)
 		return -ENOSPC;
@@ -173,7 +173,7 @@ int mptable_build(const struct mptable_config *cfg, uint8_t *buf, size_t len, ui
 			continue;
 		e = (struct mpc_intsrc *)p;
 		mpc_intsrc_init(e, MPC_IOINTSRC, MP_INT, (uint8_t)irq, cfg->ioapic_id,
-				(uint8_t)(irq == 0 ? 2 : irq));
+		                (uint8_t)(irq == 0 ? 2 : irq));
 		p += sizeof(*e);
 		count++;
 	}

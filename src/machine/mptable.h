@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 struct mptable_config {
-	unsigned ncpus;	      /* local APIC ids 0..ncpus-1; 1..254 */
+	unsigned ncpus;       /* local APIC ids 0..ncpus-1; 1..254 */
 	uint8_t ioapic_id;    /* must not be a CPU's id; normally ncpus */
 	uint32_t ioapic_addr; /* 0xfec00000 */
 	uint32_t lapic_addr;  /* 0xfee00000 */

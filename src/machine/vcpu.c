@@ -237,6 +237,9 @@ void *vcpu_thread(void *arg)
 		if (!handle_exit(v))
 			break;
 	}
+	/* With -vv, a VM stopped from the host shows where each vCPU was: hangs are debuggable. */
+	if (m->exit_reason == MACHINE_STOPPED && log_get_level() >= LOG_DEBUG)
+		vcpu_dump_state(v);
 	current_run = NULL;
 	return NULL;
 }

@@ -181,8 +181,19 @@ enum options_result options_parse(int argc, char **argv, struct vm_config *cfg, 
 				 argv[optind - 1]);
 			return OPTIONS_ERROR;
 		default:
-			snprintf(err, errlen, "unknown option '%s' — see vmstack-vm run --help",
-				 argv[optind - 1]);
+			/*
+			 * An unknown letter inside a cluster ("-xv") leaves optind on that
+			 * cluster, so argv[optind - 1] would name the argument before it.
+			 * optopt holds the letter then; for long options it is 0 or the
+			 * option's own value ('v', 'h' for "--verbose=2").
+			 */
+			if (optopt > 0 && optopt < 256 && !strchr("vh", optopt))
+				snprintf(err, errlen,
+					 "unknown option '-%c' — see vmstack-vm run --help", optopt);
+			else
+				snprintf(err, errlen,
+					 "unknown option '%s' — see vmstack-vm run --help",
+					 argv[optind - 1]);
 			return OPTIONS_ERROR;
 		}
 	}

@@ -19,10 +19,10 @@ static uint64_t rd(const uint8_t *p, unsigned n)
 static struct mptable_config default_config(unsigned ncpus)
 {
 	return (struct mptable_config){
-		.ncpus = ncpus,
-		.ioapic_id = (uint8_t)ncpus,
-		.ioapic_addr = 0xfec00000,
-		.lapic_addr = 0xfee00000,
+	    .ncpus = ncpus,
+	    .ioapic_id = (uint8_t)ncpus,
+	    .ioapic_addr = 0xfec00000,
+	    .lapic_addr = 0xfee00000,
 	};
 }
 

@@ -60,11 +60,7 @@ static void rec_tx(void *opaque, const uint8_t *buf, size_t len)
 
 static struct serial8250 *rec_create(struct recorder *r)
 {
-	struct serial8250_callbacks cb = {
-		.set_irq = rec_set_irq,
-		.tx = rec_tx,
-		.opaque = r,
-	};
+	struct serial8250_callbacks cb = {.set_irq = rec_set_irq, .tx = rec_tx, .opaque = r};
 
 	memset(r, 0, sizeof(*r));
 	r->s = serial8250_create(&cb);
@@ -368,7 +364,7 @@ TEST(serial8250_iir_priority)
 	serial8250_write(s, MCR, 0x18); /* LOOP | OUT2: MSR deltas pending */
 	for (unsigned i = 0; i < FIFO + 1; i++)
 		serial8250_write(s, THR, i); /* last one overruns */
-	serial8250_write(s, IER, 0x0f);	     /* THRE raised by the ETBEI edge */
+	serial8250_write(s, IER, 0x0f);      /* THRE raised by the ETBEI edge */
 
 	CHECK_EQ(serial8250_read(s, IIR), 0x06); /* line status first */
 	CHECK_EQ(serial8250_read(s, IIR), 0x06); /* until LSR is read */

@@ -1,24 +1,24 @@
 /* lib.c: console, power, timing and zero-page helpers for the bare-metal test guests. */
 #include "lib.h"
 
-#define COM1		0x3f8
-#define UART_LSR	5
-#define UART_LSR_THRE	0x20
+#define COM1          0x3f8
+#define UART_LSR      5
+#define UART_LSR_THRE 0x20
 
-#define ACPI_PM1A_CNT	0x604
-#define ACPI_PM_TMR	0x608
-#define ACPI_RESET_REG	0x60c
+#define ACPI_PM1A_CNT   0x604
+#define ACPI_PM_TMR     0x608
+#define ACPI_RESET_REG  0x60c
 #define ACPI_SLP_TYP_S5 (5u << 10)
-#define ACPI_SLP_EN	(1u << 13)
+#define ACPI_SLP_EN     (1u << 13)
 
-#define I8042_CMD	0x64
-#define I8042_RESET	0xfe
+#define I8042_CMD   0x64
+#define I8042_RESET 0xfe
 
 /* Zero-page offsets (Documentation/arch/x86/zero-page.rst). */
 #define BP_E820_ENTRIES 0x1e8
 #define BP_CMD_LINE_PTR 0x228
-#define BP_E820_TABLE	0x2d0
-#define BP_E820_MAX	128
+#define BP_E820_TABLE   0x2d0
+#define BP_E820_MAX     128
 
 /* ---- console ---- */
 

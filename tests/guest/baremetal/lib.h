@@ -96,9 +96,11 @@ static inline void mmio_write32(uint64_t addr, uint32_t v)
 }
 
 static inline void cpuid(uint32_t leaf, uint32_t subleaf, uint32_t *a, uint32_t *b, uint32_t *c,
-			 uint32_t *d)
+                         uint32_t *d)
 {
-	__asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(subleaf));
+	__asm__ volatile("cpuid"
+	                 : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d)
+	                 : "a"(leaf), "c"(subleaf));
 }
 
 static inline uint64_t read_cr3(void)
@@ -113,7 +115,7 @@ static inline uint64_t read_cr3(void)
 
 void print_char(char c);
 void print_str(const char *s);
-void print_hex(uint64_t v);	/* "0x" then lower-case hex digits, no padding */
+void print_hex(uint64_t v); /* "0x" then lower-case hex digits, no padding */
 void print_dec(uint64_t v);
 /*
  * A small printf: %s %c %d %i %u %x %p and %%, with an optional zero flag and width

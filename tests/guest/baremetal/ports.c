@@ -1,17 +1,17 @@
 /* ports.c: unclaimed port and MMIO accesses, and the in-kernel IOAPIC/LAPIC registers. */
 #include "lib.h"
 
-#define IOAPIC_BASE	0xfec00000u
-#define IOAPIC_REGSEL	0x00
-#define IOAPIC_WIN	0x10
-#define IOAPIC_REG_ID	0x00
-#define IOAPIC_REG_VER	0x01
+#define IOAPIC_BASE    0xfec00000u
+#define IOAPIC_REGSEL  0x00
+#define IOAPIC_WIN     0x10
+#define IOAPIC_REG_ID  0x00
+#define IOAPIC_REG_VER 0x01
 
-#define LAPIC_BASE	0xfee00000u
-#define LAPIC_ID	0x20
-#define LAPIC_VER	0x30
+#define LAPIC_BASE 0xfee00000u
+#define LAPIC_ID   0x20
+#define LAPIC_VER  0x30
 
-#define UNCLAIMED_MMIO	0xd0000000u
+#define UNCLAIMED_MMIO 0xd0000000u
 
 static bool check_port8(uint16_t port)
 {

@@ -1,22 +1,22 @@
 /* rtc.c: reads the MC146818 CMOS clock on ports 0x70/0x71 and checks the fields. */
 #include "lib.h"
 
-#define CMOS_INDEX	0x70
-#define CMOS_DATA	0x71
+#define CMOS_INDEX 0x70
+#define CMOS_DATA  0x71
 
-#define RTC_SEC		0x00
-#define RTC_MIN		0x02
-#define RTC_HOUR	0x04
-#define RTC_MDAY	0x07
-#define RTC_MON		0x08
-#define RTC_YEAR	0x09
-#define RTC_REG_A	0x0a
-#define RTC_REG_B	0x0b
-#define RTC_CENTURY	0x32	/* the ACPI FADT's usual century index */
+#define RTC_SEC     0x00
+#define RTC_MIN     0x02
+#define RTC_HOUR    0x04
+#define RTC_MDAY    0x07
+#define RTC_MON     0x08
+#define RTC_YEAR    0x09
+#define RTC_REG_A   0x0a
+#define RTC_REG_B   0x0b
+#define RTC_CENTURY 0x32 /* the ACPI FADT's usual century index */
 
-#define REG_A_UIP	0x80
-#define REG_B_24H	0x02
-#define REG_B_BINARY	0x04
+#define REG_A_UIP    0x80
+#define REG_B_24H    0x02
+#define REG_B_BINARY 0x04
 
 struct rtc_raw {
 	uint8_t sec, min, hour, mday, mon, year, century;
@@ -24,13 +24,13 @@ struct rtc_raw {
 
 static uint8_t cmos_read(uint8_t index)
 {
-	outb(CMOS_INDEX, index);	/* bit 7 clear: NMI stays enabled, as Linux leaves it */
+	outb(CMOS_INDEX, index); /* bit 7 clear: NMI stays enabled, as Linux leaves it */
 	return inb(CMOS_DATA);
 }
 
 static bool wait_not_uip(void)
 {
-	uint64_t end = pmtimer_us() + 1100000;	/* an update cycle comes once a second */
+	uint64_t end = pmtimer_us() + 1100000; /* an update cycle comes once a second */
 
 	while (cmos_read(RTC_REG_A) & REG_A_UIP) {
 		if (pmtimer_us() > end)

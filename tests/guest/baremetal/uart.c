@@ -1,27 +1,27 @@
 /* uart.c: drives the COM1 16550 through its registers: scratch, divisor latch, FIFO, loopback. */
 #include "lib.h"
 
-#define COM1	0x3f8
-#define RBR	0	/* read, DLAB=0 */
-#define THR	0	/* write, DLAB=0 */
-#define DLL	0	/* DLAB=1 */
-#define IER	1
-#define DLM	1	/* DLAB=1 */
-#define IIR	2	/* read */
-#define FCR	2	/* write */
-#define LCR	3
-#define MCR	4
-#define LSR	5
-#define MSR	6
-#define SCR	7
+#define COM1 0x3f8
+#define RBR  0 /* read, DLAB=0 */
+#define THR  0 /* write, DLAB=0 */
+#define DLL  0 /* DLAB=1 */
+#define IER  1
+#define DLM  1 /* DLAB=1 */
+#define IIR  2 /* read */
+#define FCR  2 /* write */
+#define LCR  3
+#define MCR  4
+#define LSR  5
+#define MSR  6
+#define SCR  7
 
-#define LCR_DLAB	0x80
-#define LCR_8N1		0x03
-#define MCR_LOOP	0x10
-#define LSR_DR		0x01
-#define FCR_ENABLE	0x01
-#define FCR_CLEAR_RX	0x02
-#define FCR_CLEAR_TX	0x04
+#define LCR_DLAB     0x80
+#define LCR_8N1      0x03
+#define MCR_LOOP     0x10
+#define LSR_DR       0x01
+#define FCR_ENABLE   0x01
+#define FCR_CLEAR_RX 0x02
+#define FCR_CLEAR_TX 0x04
 
 /* Never printed: the test asserts these bytes do not leak out of the serial port. */
 static const uint8_t loop_bytes[] = {'x', 'y', 'z', 'z', 'y', '-', 'l', 'b'};
@@ -79,7 +79,7 @@ void guest_main(struct boot_params *bp)
 	wr(DLM, 0x12);
 	dll = rd(DLL);
 	dlm = rd(DLM);
-	wr(DLL, 0x01);		/* 115200 baud */
+	wr(DLL, 0x01); /* 115200 baud */
 	wr(DLM, 0x00);
 	wr(LCR, LCR_8N1);
 	print("uart: lcr was %02x, divisor wrote 1234 read %02x%02x, ier %02x after\n", lcr, dlm,
@@ -106,9 +106,9 @@ void guest_main(struct boot_params *bp)
 	drain_rx();
 	wr(MCR, MCR_LOOP | 0x0f);
 	msr_0f = rd(MSR);
-	wr(MCR, MCR_LOOP | 0x05);	/* DTR, OUT1 */
+	wr(MCR, MCR_LOOP | 0x05); /* DTR, OUT1 */
 	msr_05 = rd(MSR);
-	wr(MCR, MCR_LOOP | 0x0a);	/* RTS, OUT2 */
+	wr(MCR, MCR_LOOP | 0x0a); /* RTS, OUT2 */
 	msr_0a = rd(MSR);
 
 	wr(THR, 0x42);
