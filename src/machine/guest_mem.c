@@ -113,8 +113,8 @@ unsigned gm_e820(const struct guest_mem *m, struct e820_entry *out, unsigned max
 	unsigned n = 0;
 	uint64_t low = guest_mem_low_end(m);
 
-	e[n++] = (struct e820_entry){0, GM_MPTABLE, E820_RAM};
-	e[n++] = (struct e820_entry){GM_MPTABLE, GM_EBDA_END - GM_MPTABLE, E820_RESERVED};
+	e[n++] = (struct e820_entry){0, GM_EBDA, E820_RAM};
+	e[n++] = (struct e820_entry){GM_EBDA, GM_EBDA_END - GM_EBDA, E820_RESERVED};
 	e[n++] = (struct e820_entry){GM_ACPI, GM_BIOS_END - GM_ACPI, E820_RESERVED};
 	if (low > GM_BIOS_END)
 		e[n++] = (struct e820_entry){GM_BIOS_END, low - GM_BIOS_END, E820_RAM};

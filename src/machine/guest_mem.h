@@ -12,11 +12,13 @@
  *   0x00000000 +-----------------------------+
  *              | RAM (low 640 KiB, boot data)|  GDT 0x500, PVH info 0x6000, zero page
  *   0x0009fc00 +-----------------------------+  0x7000, page tables 0x9000-0xefff,
- *              | reserved: MP table          |  command line 0x20000
+ *              | reserved (EBDA)             |  command line 0x20000
  *   0x000a0000 +-----------------------------+
  *              | legacy hole (not in e820)   |
  *   0x000e0000 +-----------------------------+
- *              | reserved: ACPI tables, BIOS |
+ *              | reserved: ACPI tables       |
+ *   0x000f0000 +-----------------------------+
+ *              | reserved: MP table          |
  *   0x00100000 +-----------------------------+
  *              | RAM                         |  kernel loaded here, initrd at the top
  *   min(RAM, 3 GiB) -------------------------+
@@ -38,9 +40,10 @@
 #define GM_PD 0xb000ULL /* four pages: identity map of 0-4 GiB with 2 MiB pages */
 #define GM_CMDLINE 0x20000ULL
 #define GM_CMDLINE_MAX 0x10000ULL
-#define GM_MPTABLE 0x9fc00ULL
+#define GM_EBDA 0x9fc00ULL
 #define GM_EBDA_END 0xa0000ULL
 #define GM_ACPI 0xe0000ULL
+#define GM_MPTABLE 0xf0000ULL /* Linux scans 0xf0000-0xfffff for the floating pointer */
 #define GM_BIOS_END 0x100000ULL
 #define GM_KERNEL 0x100000ULL
 /* KVM's TSS (3 pages) and identity-map page, in the hole just below 4 GiB. */

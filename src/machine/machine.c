@@ -173,7 +173,7 @@ static int create_firmware_tables(struct machine *m, uint64_t *rsdp, char *err, 
 		.ioapic_addr = IOAPIC_ADDR,
 		.lapic_addr = LAPIC_ADDR,
 	};
-	uint64_t acpi_len = GM_BIOS_END - GM_ACPI, mp_len = GM_EBDA_END - GM_MPTABLE;
+	uint64_t acpi_len = GM_MPTABLE - GM_ACPI, mp_len = GM_BIOS_END - GM_MPTABLE;
 	int r;
 
 	r = acpi_build(&ac, gm_ptr(&m->mem, GM_ACPI, acpi_len), acpi_len, GM_ACPI);

@@ -28,7 +28,7 @@ def monitor_path() -> Path:
     env = os.environ.get("VMSTACK_VM")
     if env:
         return Path(env)
-    candidates = [REPO / "build" / "src" / "vmstack-vm", REPO / "build" / "vmstack-vm"]
+    candidates = [REPO / "build" / "vmstack-vm", REPO / "build" / "src" / "vmstack-vm"]
     return next((p for p in candidates if p.exists()), candidates[0])
 
 

@@ -181,6 +181,30 @@ TEST(rtc_guest_sets_clock_binary_12h)
 	cmos_rtc_destroy(&rtc);
 }
 
+TEST(rtc_guest_sets_12_am_and_pm)
+{
+	struct cmos_rtc rtc;
+	/* 2027-03-04 12:30:00 AM, then 12:30:00 PM, written in BCD 12-hour mode. */
+	static const uint8_t am[7] = {0x27, 0x03, 0x04, 0x12, 0x30, 0x00, 0x20};
+	static const uint8_t pm[7] = {0x27, 0x03, 0x04, 0x80 | 0x12, 0x30, 0x00, 0x20};
+
+	rtc_setup(&rtc);
+	set(&rtc, 0x0b, 0x00);
+	guest_set_clock(&rtc, 0x00, am);
+	CHECK_EQ(get(&rtc, 0x04), 0x12);
+	set(&rtc, 0x0b, 0x02); /* read it back in 24-hour mode */
+	CHECK_EQ(get(&rtc, 0x04), 0x00);
+	CHECK_EQ(get(&rtc, 0x07), 0x04);
+
+	set(&rtc, 0x0b, 0x00);
+	guest_set_clock(&rtc, 0x00, pm);
+	CHECK_EQ(get(&rtc, 0x04), 0x80 | 0x12);
+	set(&rtc, 0x0b, 0x02);
+	CHECK_EQ(get(&rtc, 0x04), 0x12);
+	CHECK_EQ(get(&rtc, 0x07), 0x04);
+	cmos_rtc_destroy(&rtc);
+}
+
 TEST(rtc_set_bit_freezes_time)
 {
 	struct cmos_rtc rtc;
