@@ -56,7 +56,7 @@ def init_exit(result):
 def test_bzimage_smp_acpi_poweroff(linux):
     """bzImage through the 64-bit boot protocol, 2 vCPUs from the MADT, RTC time, poweroff."""
     host_before = time.time()
-    r = boot(linux, "bzImage", "sh -c 'echo nproc=$(nproc); echo epoch=$(date +%s)'", cpus=2,
+    r = boot(linux, "bzImage", "echo nproc=$(nproc); echo epoch=$(date +%s)", cpus=2,
              quiet=False)
     assert not r.timed_out, r.describe()
     assert "Linux version 6.1" in r.stdout, r.describe()  # the kernel banner
@@ -75,21 +75,20 @@ def test_bzimage_smp_acpi_poweroff(linux):
 def test_pvh_vmlinux_memory_and_exit_status(linux):
     """ELF vmlinux through its PVH note; guest RAM size; init's own exit status is reported."""
     r = boot(linux, "vmlinux",
-             "sh -c 'grep MemTotal /proc/meminfo; cat /proc/cmdline; exit 3'", memory="200M")
+             "grep MemTotal /proc/meminfo; exit 3", memory="200M")
     assert not r.timed_out, r.describe()
     kb = int(re.search(r"MemTotal:\s+(\d+) kB", r.stdout).group(1))
     assert 150 * 1024 < kb <= 200 * 1024, r.describe()
-    assert "-- sh -c" not in r.stdout or "console=ttyS0" in r.stdout, r.describe()
     assert init_exit(r) == 3, r.describe()
     assert r.returncode == 0, r.describe()  # the guest powered off cleanly
 
 
 def test_mptable_smp_and_reboot_exit(linux):
     """With ACPI off, SMP comes from the MP table; the guest's reboot ends the monitor."""
-    r = boot(linux, "vmlinux", "sh -c 'echo nproc=$(nproc)'", cpus=2, extra_cmdline="acpi=off",
+    r = boot(linux, "vmlinux", "echo nproc=$(nproc)", cpus=2, extra_cmdline="acpi=off",
              on_reboot="exit")
     assert not r.timed_out, r.describe()
     assert "nproc=2" in r.stdout, r.describe()
     assert init_exit(r) == 0, r.describe()
-    assert "reboot: Restarting system" in r.stdout or r.returncode == 0, r.describe()
+    assert "reboot: Restarting system" in r.stdout, r.describe()
     assert r.returncode == 0, r.describe()
