@@ -40,7 +40,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	if (level > log_level)
 		return;
 	n = snprintf(line, sizeof(line), "%s: %s", log_prefix,
-		     level == LOG_ERR ? "" : level == LOG_WARN ? "warning: " : "");
+	             level == LOG_ERR    ? ""
+	             : level == LOG_WARN ? "warning: "
+	                                 : "");
 	if (n < 0 || (size_t)n >= sizeof(line))
 		n = 0;
 	va_start(ap, fmt);

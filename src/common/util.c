@@ -25,12 +25,26 @@ int parse_size(const char *s, uint64_t *out)
 		p++;
 	}
 	switch (toupper((unsigned char)*p)) {
-	case 'K': mult = KiB; p++; break;
-	case 'M': mult = MiB; p++; break;
-	case 'G': mult = GiB; p++; break;
-	case 'T': mult = TiB; p++; break;
-	case '\0': break;
-	default: return -EINVAL;
+	case 'K':
+		mult = KiB;
+		p++;
+		break;
+	case 'M':
+		mult = MiB;
+		p++;
+		break;
+	case 'G':
+		mult = GiB;
+		p++;
+		break;
+	case 'T':
+		mult = TiB;
+		p++;
+		break;
+	case '\0':
+		break;
+	default:
+		return -EINVAL;
 	}
 	if (mult != 1) {
 		if (p[0] == 'i' && p[1] == 'B')
@@ -59,7 +73,7 @@ const char *format_size(uint64_t bytes, char *buf, size_t len)
 	}
 	if (rem)
 		snprintf(buf, len, "%llu.%llu %s", (unsigned long long)whole,
-			 (unsigned long long)(rem * 10 / 1024), units[u]);
+		         (unsigned long long)(rem * 10 / 1024), units[u]);
 	else
 		snprintf(buf, len, "%llu %s", (unsigned long long)whole, units[u]);
 	return buf;

@@ -21,9 +21,9 @@ enum {
 	RTC_CENTURY = 0x32,
 };
 
-#define REG_B_SET 0x80 /* guest is setting the clock: updates frozen */
+#define REG_B_SET       0x80 /* guest is setting the clock: updates frozen */
 #define REG_B_DM_BINARY 0x04
-#define REG_B_24H 0x02
+#define REG_B_24H       0x02
 
 static uint8_t to_bcd(unsigned v)
 {
@@ -89,8 +89,9 @@ static void commit_time(struct cmos_rtc *rtc)
 	tm.tm_hour = (int)hour;
 	tm.tm_mday = (int)decode(rtc, rtc->ram[RTC_DAY]);
 	tm.tm_mon = (int)decode(rtc, rtc->ram[RTC_MONTH]) - 1;
-	tm.tm_year = (int)(decode(rtc, rtc->ram[RTC_CENTURY]) * 100 +
-			   decode(rtc, rtc->ram[RTC_YEAR])) - 1900;
+	tm.tm_year =
+	    (int)(decode(rtc, rtc->ram[RTC_CENTURY]) * 100 + decode(rtc, rtc->ram[RTC_YEAR])) -
+	    1900;
 	if (tm.tm_year < 0)
 		tm.tm_year += 100; /* century register never set: assume 20xx */
 	rtc->offset = (int64_t)(timegm(&tm) - rtc->now());
@@ -150,7 +151,8 @@ static void rtc_write(struct io_region *r, uint64_t off, const void *data, unsig
 			break;
 		default:
 			if (is_time_reg(idx) && !(rtc->ram[RTC_REG_B] & REG_B_SET)) {
-				/* The other fields must be the current time, not the last read's. */
+				/* The other fields must be the current time, not the last read's.
+				 */
 				latch_time(rtc);
 				rtc->ram[idx] = v;
 				commit_time(rtc);
@@ -173,8 +175,8 @@ static time_t host_now(void)
 void cmos_rtc_init(struct cmos_rtc *rtc)
 {
 	memset(rtc, 0, sizeof(*rtc));
-	rtc->io = (struct io_region){.base = CMOS_RTC_PORT, .len = 2, .name = "cmos-rtc",
-				     .ops = &rtc_ops};
+	rtc->io = (struct io_region){
+	    .base = CMOS_RTC_PORT, .len = 2, .name = "cmos-rtc", .ops = &rtc_ops};
 	pthread_mutex_init(&rtc->lock, NULL);
 	rtc->now = host_now;
 	rtc->ram[RTC_REG_A] = 0x26; /* 32.768 kHz time base, 1024 Hz periodic rate */

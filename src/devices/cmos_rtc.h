@@ -15,7 +15,7 @@ struct cmos_rtc {
 	pthread_mutex_t lock;
 	uint8_t index;
 	uint8_t ram[128];
-	int64_t offset; /* guest wall clock minus host wall clock, in seconds */
+	int64_t offset;      /* guest wall clock minus host wall clock, in seconds */
 	time_t (*now)(void); /* host clock; replaceable by unit tests */
 };
 

@@ -19,7 +19,7 @@ static void kbd_read(struct io_region *r, uint64_t off, void *data, unsigned len
 {
 	(void)off;
 	struct i8042 *k = cmd_port ? container_of(r, struct i8042, cmd_io)
-				   : container_of(r, struct i8042, data_io);
+	                           : container_of(r, struct i8042, data_io);
 	uint8_t v;
 
 	pthread_mutex_lock(&k->lock);

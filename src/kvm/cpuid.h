@@ -43,15 +43,14 @@ void cpu_model_list_features(char *buf, size_t len);
  * Returns 0, or -ENOTSUP with a message naming the first missing feature.
  */
 int cpu_model_check(const struct cpu_model *m, const struct kvm_cpuid2 *supported, char *err,
-		    size_t errlen);
+                    size_t errlen);
 
 /*
  * Rewrites `c` (a copy of KVM's supported CPUID) for vCPU `apic_id` of `ncpus`:
  * feature masks, APIC id and topology leaves (one socket, ncpus cores, one thread
  * each), the hypervisor bit and the KVM signature leaf.
  */
-void cpuid_shape(struct kvm_cpuid2 *c, const struct cpu_model *m, unsigned apic_id,
-		 unsigned ncpus);
+void cpuid_shape(struct kvm_cpuid2 *c, const struct cpu_model *m, unsigned apic_id, unsigned ncpus);
 
 /* The entry for leaf/subleaf, or NULL. */
 struct kvm_cpuid_entry2 *cpuid_find(struct kvm_cpuid2 *c, uint32_t leaf, uint32_t index);

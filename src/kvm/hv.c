@@ -15,14 +15,10 @@ static const struct {
 	long cap;
 	const char *name;
 } required_caps[] = {
-	{KVM_CAP_IRQCHIP, "in-kernel irqchip"},
-	{KVM_CAP_HLT, "in-kernel HLT"},
-	{KVM_CAP_USER_MEMORY, "user memory slots"},
-	{KVM_CAP_SET_TSS_ADDR, "TSS address"},
-	{KVM_CAP_EXT_CPUID, "KVM_GET_SUPPORTED_CPUID"},
-	{KVM_CAP_PIT2, "in-kernel PIT"},
-	{KVM_CAP_IRQ_ROUTING, "IRQ routing"},
-	{KVM_CAP_IMMEDIATE_EXIT, "immediate exit"},
+    {KVM_CAP_IRQCHIP, "in-kernel irqchip"},         {KVM_CAP_HLT, "in-kernel HLT"},
+    {KVM_CAP_USER_MEMORY, "user memory slots"},     {KVM_CAP_SET_TSS_ADDR, "TSS address"},
+    {KVM_CAP_EXT_CPUID, "KVM_GET_SUPPORTED_CPUID"}, {KVM_CAP_PIT2, "in-kernel PIT"},
+    {KVM_CAP_IRQ_ROUTING, "IRQ routing"},           {KVM_CAP_IMMEDIATE_EXIT, "immediate exit"},
 };
 
 int hv_open(struct hv *hv, const char *dev, char *err, size_t errlen)
@@ -36,29 +32,31 @@ int hv_open(struct hv *hv, const char *dev, char *err, size_t errlen)
 		int e = errno;
 		if (e == ENOENT)
 			snprintf(err, errlen,
-				 "%s: no such device — load the KVM module (modprobe kvm_intel or "
-				 "kvm_amd) or enable virtualization in the firmware",
-				 dev);
+			         "%s: no such device — load the KVM module (modprobe kvm_intel or "
+			         "kvm_amd) or enable virtualization in the firmware",
+			         dev);
 		else if (e == EACCES || e == EPERM)
 			snprintf(err, errlen,
-				 "%s: permission denied — add the user to group kvm "
-				 "(usermod -aG kvm $USER) and log in again",
-				 dev);
+			         "%s: permission denied — add the user to group kvm "
+			         "(usermod -aG kvm $USER) and log in again",
+			         dev);
 		else
 			snprintf(err, errlen, "%s: %s", dev, strerror(e));
 		return -e;
 	}
 	ver = ioctl(hv->sys_fd, KVM_GET_API_VERSION, 0);
 	if (ver != KVM_API_VERSION) {
-		snprintf(err, errlen, "%s: KVM API version %d, expected %d — the host kernel is too old",
-			 dev, ver, KVM_API_VERSION);
+		snprintf(err, errlen,
+		         "%s: KVM API version %d, expected %d — the host kernel is too old", dev,
+		         ver, KVM_API_VERSION);
 		hv_close(hv);
 		return -ENOTSUP;
 	}
 	for (size_t i = 0; i < sizeof(required_caps) / sizeof(required_caps[0]); i++) {
 		if (ioctl(hv->sys_fd, KVM_CHECK_EXTENSION, required_caps[i].cap) <= 0) {
-			snprintf(err, errlen, "%s: KVM lacks %s (capability %ld) — the host kernel is too old",
-				 dev, required_caps[i].name, required_caps[i].cap);
+			snprintf(err, errlen,
+			         "%s: KVM lacks %s (capability %ld) — the host kernel is too old",
+			         dev, required_caps[i].name, required_caps[i].cap);
 			hv_close(hv);
 			return -ENOTSUP;
 		}
@@ -77,8 +75,8 @@ int hv_open(struct hv *hv, const char *dev, char *err, size_t errlen)
 	if (hv->vm_fd < 0) {
 		int e = errno;
 		snprintf(err, errlen, "%s: cannot create a VM: %s%s", dev, strerror(e),
-			 e == ENOMEM ? " — the host is short of memory"
-				     : " — is hardware virtualization enabled and usable?");
+		         e == ENOMEM ? " — the host is short of memory"
+		                     : " — is hardware virtualization enabled and usable?");
 		hv_close(hv);
 		return -e;
 	}
@@ -119,10 +117,10 @@ int hv_create_irqchip(struct hv *hv, uint64_t tss_addr, uint64_t identity_map_ad
 int hv_set_memory(struct hv *hv, uint32_t slot, uint64_t gpa, uint64_t size, void *host)
 {
 	struct kvm_userspace_memory_region r = {
-		.slot = slot,
-		.guest_phys_addr = gpa,
-		.memory_size = size,
-		.userspace_addr = (uint64_t)(uintptr_t)host,
+	    .slot = slot,
+	    .guest_phys_addr = gpa,
+	    .memory_size = size,
+	    .userspace_addr = (uint64_t)(uintptr_t)host,
 	};
 
 	return ioctl(hv->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;

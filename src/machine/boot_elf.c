@@ -9,7 +9,7 @@
 #include "util.h"
 
 /* Linux's x86 COMMAND_LINE_SIZE: an ELF kernel carries no header that says otherwise. */
-#define ELF_CMDLINE_MAX 2048
+#define ELF_CMDLINE_MAX     2048
 #define ELF_INITRD_ADDR_MAX 0x7fffffffULL
 
 /* Finds the PVH entry note in [p, p+len); returns 0 if absent. Bounds-checked throughout. */
@@ -40,7 +40,7 @@ static uint64_t find_pvh_entry(const uint8_t *p, uint64_t len)
 }
 
 static int write_pvh_info(const struct guest_mem *m, const struct boot_config *cfg,
-			  struct boot_info *bi)
+                          struct boot_info *bi)
 {
 	struct e820_entry e820[8];
 	unsigned n = gm_e820(m, e820, 8);
@@ -73,7 +73,7 @@ static int write_pvh_info(const struct guest_mem *m, const struct boot_config *c
 }
 
 int boot_load_elf(const struct guest_mem *m, const struct boot_config *cfg, struct boot_info *bi,
-		  char *err, size_t errlen)
+                  char *err, size_t errlen)
 {
 	const uint8_t *k = cfg->kernel;
 	size_t len = cfg->kernel_len;
@@ -89,17 +89,17 @@ int boot_load_elf(const struct guest_mem *m, const struct boot_config *cfg, stru
 	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB ||
 	    eh.e_machine != EM_X86_64) {
 		snprintf(err, errlen,
-			 "%s: ELF file is not an x86-64 (64-bit little-endian) executable — build "
-			 "the kernel for x86_64",
-			 cfg->kernel_path);
+		         "%s: ELF file is not an x86-64 (64-bit little-endian) executable — build "
+		         "the kernel for x86_64",
+		         cfg->kernel_path);
 		return -ENOEXEC;
 	}
 	if (eh.e_type != ET_EXEC || eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 ||
 	    eh.e_phoff > len || (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr) > len - eh.e_phoff) {
 		snprintf(err, errlen,
-			 "%s: not a bootable ELF executable (bad type or program headers; "
-			 "truncated?)",
-			 cfg->kernel_path);
+		         "%s: not a bootable ELF executable (bad type or program headers; "
+		         "truncated?)",
+		         cfg->kernel_path);
 		return -ENOEXEC;
 	}
 	for (unsigned i = 0; i < eh.e_phnum; i++) {
@@ -108,11 +108,12 @@ int boot_load_elf(const struct guest_mem *m, const struct boot_config *cfg, stru
 		if (ph.p_type != PT_LOAD && ph.p_type != PT_NOTE)
 			continue;
 		if (ph.p_offset > len || ph.p_filesz > len - ph.p_offset) {
-			snprintf(err, errlen,
-				 "%s: truncated ELF: segment %u needs bytes %llu-%llu, the file has "
-				 "%zu",
-				 cfg->kernel_path, i, (unsigned long long)ph.p_offset,
-				 (unsigned long long)(ph.p_offset + ph.p_filesz), len);
+			snprintf(
+			    err, errlen,
+			    "%s: truncated ELF: segment %u needs bytes %llu-%llu, the file has "
+			    "%zu",
+			    cfg->kernel_path, i, (unsigned long long)ph.p_offset,
+			    (unsigned long long)(ph.p_offset + ph.p_filesz), len);
 			return -ENOEXEC;
 		}
 		if (ph.p_type == PT_NOTE) {
@@ -126,10 +127,11 @@ int boot_load_elf(const struct guest_mem *m, const struct boot_config *cfg, stru
 		    !gm_ptr(m, ph.p_paddr, ph.p_memsz)) {
 			char a[32];
 			snprintf(err, errlen,
-				 "%s: segment %u (0x%llx, %llu bytes) lies outside guest RAM "
-				 "above 1 MiB — raise --memory (now %s) or check the link address",
-				 cfg->kernel_path, i, (unsigned long long)ph.p_paddr,
-				 (unsigned long long)ph.p_memsz, format_size(m->size, a, sizeof(a)));
+			         "%s: segment %u (0x%llx, %llu bytes) lies outside guest RAM "
+			         "above 1 MiB — raise --memory (now %s) or check the link address",
+			         cfg->kernel_path, i, (unsigned long long)ph.p_paddr,
+			         (unsigned long long)ph.p_memsz,
+			         format_size(m->size, a, sizeof(a)));
 			return -ENOSPC;
 		}
 		uint8_t *dst = gm_ptr(m, ph.p_paddr, ph.p_memsz);
@@ -147,7 +149,7 @@ int boot_load_elf(const struct guest_mem *m, const struct boot_config *cfg, stru
 	bi->entry = pvh_entry ? pvh_entry : eh.e_entry;
 	if (!gm_ptr(m, bi->entry, 1)) {
 		snprintf(err, errlen, "%s: entry point 0x%llx is outside guest RAM",
-			 cfg->kernel_path, (unsigned long long)bi->entry);
+		         cfg->kernel_path, (unsigned long long)bi->entry);
 		return -ENOEXEC;
 	}
 	r = boot_place_cmdline(m, cfg, ELF_CMDLINE_MAX, err, errlen);

@@ -12,18 +12,18 @@ uint32_t get_le32(const uint8_t *p);
 uint64_t get_le64(const uint8_t *p);
 
 /* Copies the command line to GM_CMDLINE; -E2BIG (with message) if longer than max_len - 1. */
-int boot_place_cmdline(const struct guest_mem *m, const struct boot_config *cfg,
-		       uint64_t max_len, char *err, size_t errlen);
+int boot_place_cmdline(const struct guest_mem *m, const struct boot_config *cfg, uint64_t max_len,
+                       char *err, size_t errlen);
 /* Puts the initrd as high as possible below addr_max, above kernel_hi. */
 int boot_place_initrd(const struct guest_mem *m, const struct boot_config *cfg, uint64_t addr_max,
-		      uint64_t kernel_hi, struct boot_info *bi, char *err, size_t errlen);
+                      uint64_t kernel_hi, struct boot_info *bi, char *err, size_t errlen);
 /* Fills the loader-owned fields of a zero page (command line, initrd, e820, RSDP). */
 void boot_fill_zero_page(const struct guest_mem *m, const struct boot_config *cfg,
-			 const struct boot_info *bi, uint8_t *zp);
+                         const struct boot_info *bi, uint8_t *zp);
 
 int boot_load_bzimage(const struct guest_mem *m, const struct boot_config *cfg,
-		      struct boot_info *bi, char *err, size_t errlen);
+                      struct boot_info *bi, char *err, size_t errlen);
 int boot_load_elf(const struct guest_mem *m, const struct boot_config *cfg, struct boot_info *bi,
-		  char *err, size_t errlen);
+                  char *err, size_t errlen);
 
 #endif

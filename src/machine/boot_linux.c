@@ -40,22 +40,21 @@ uint64_t get_le64(const uint8_t *p)
 	return get_le32(p) | ((uint64_t)get_le32(p + 4) << 32);
 }
 
-int boot_place_cmdline(const struct guest_mem *m, const struct boot_config *cfg,
-		       uint64_t max_len, char *err, size_t errlen)
+int boot_place_cmdline(const struct guest_mem *m, const struct boot_config *cfg, uint64_t max_len,
+                       char *err, size_t errlen)
 {
 	size_t len = strlen(cfg->cmdline);
 
 	if (len + 1 > max_len || len + 1 > GM_CMDLINE_MAX) {
 		snprintf(err, errlen, "--cmdline: %zu bytes, but %s accepts at most %llu", len,
-			 cfg->kernel_path,
-			 (unsigned long long)MIN(max_len, GM_CMDLINE_MAX) - 1);
+		         cfg->kernel_path, (unsigned long long)MIN(max_len, GM_CMDLINE_MAX) - 1);
 		return -E2BIG;
 	}
 	return gm_write(m, GM_CMDLINE, cfg->cmdline, len + 1);
 }
 
 int boot_place_initrd(const struct guest_mem *m, const struct boot_config *cfg, uint64_t addr_max,
-		      uint64_t kernel_hi, struct boot_info *bi, char *err, size_t errlen)
+                      uint64_t kernel_hi, struct boot_info *bi, char *err, size_t errlen)
 {
 	uint64_t top = MIN(addr_max + 1, guest_mem_low_end(m));
 	uint64_t addr;
@@ -71,11 +70,11 @@ int boot_place_initrd(const struct guest_mem *m, const struct boot_config *cfg, 
 	addr = cfg->initrd_len <= top ? ALIGN_DOWN(top - cfg->initrd_len, 4096) : 0;
 	if (cfg->initrd_len > top || addr < kernel_hi) {
 		snprintf(err, errlen,
-			 "%s: initrd of %s does not fit between the kernel (ends at %s) and %s "
-			 "with --memory %s — raise --memory",
-			 cfg->initrd_path, format_size(cfg->initrd_len, a, sizeof(a)),
-			 format_size(kernel_hi, b, sizeof(b)), format_size(top, c, sizeof(c)),
-			 format_size(m->size, d, sizeof(d)));
+		         "%s: initrd of %s does not fit between the kernel (ends at %s) and %s "
+		         "with --memory %s — raise --memory",
+		         cfg->initrd_path, format_size(cfg->initrd_len, a, sizeof(a)),
+		         format_size(kernel_hi, b, sizeof(b)), format_size(top, c, sizeof(c)),
+		         format_size(m->size, d, sizeof(d)));
 		return -ENOSPC;
 	}
 	if (gm_write(m, addr, cfg->initrd, cfg->initrd_len) < 0)
@@ -86,7 +85,7 @@ int boot_place_initrd(const struct guest_mem *m, const struct boot_config *cfg, 
 }
 
 void boot_fill_zero_page(const struct guest_mem *m, const struct boot_config *cfg,
-			 const struct boot_info *bi, uint8_t *zp)
+                         const struct boot_info *bi, uint8_t *zp)
 {
 	struct e820_entry e820[BP_E820_MAX];
 	unsigned n = gm_e820(m, e820, BP_E820_MAX);
@@ -112,7 +111,7 @@ void boot_fill_zero_page(const struct guest_mem *m, const struct boot_config *cf
 }
 
 int boot_load_bzimage(const struct guest_mem *m, const struct boot_config *cfg,
-		      struct boot_info *bi, char *err, size_t errlen)
+                      struct boot_info *bi, char *err, size_t errlen)
 {
 	const uint8_t *k = cfg->kernel;
 	size_t len = cfg->kernel_len;
@@ -127,16 +126,16 @@ int boot_load_bzimage(const struct guest_mem *m, const struct boot_config *cfg,
 	version = get_le16(k + BP_VERSION);
 	if (version < 0x020c) {
 		snprintf(err, errlen,
-			 "%s: boot protocol %u.%02u is too old — vmstack-vm needs 2.12 (Linux 3.8) "
-			 "or later",
-			 cfg->kernel_path, version >> 8, version & 0xff);
+		         "%s: boot protocol %u.%02u is too old — vmstack-vm needs 2.12 (Linux 3.8) "
+		         "or later",
+		         cfg->kernel_path, version >> 8, version & 0xff);
 		return -ENOEXEC;
 	}
 	if (!(get_le16(k + BP_XLOADFLAGS) & XLF_KERNEL_64)) {
 		snprintf(err, errlen,
-			 "%s: this bzImage has no 64-bit entry point (a 32-bit kernel?) — build "
-			 "it for x86_64",
-			 cfg->kernel_path);
+		         "%s: this bzImage has no 64-bit entry point (a 32-bit kernel?) — build "
+		         "it for x86_64",
+		         cfg->kernel_path);
 		return -ENOEXEC;
 	}
 	setup_sects = k[BP_SETUP_SECTS] ? k[BP_SETUP_SECTS] : 4;
@@ -145,18 +144,18 @@ int boot_load_bzimage(const struct guest_mem *m, const struct boot_config *cfg,
 	syssize = (uint64_t)get_le32(k + BP_SYSSIZE) * 16;
 	if (setup_size >= len || hdr_end > setup_size || hdr_end > BP_SIZE) {
 		snprintf(err, errlen,
-			 "%s: truncated bzImage: the setup header claims %llu bytes of setup code, "
-			 "the file has %zu",
-			 cfg->kernel_path, (unsigned long long)setup_size, len);
+		         "%s: truncated bzImage: the setup header claims %llu bytes of setup code, "
+		         "the file has %zu",
+		         cfg->kernel_path, (unsigned long long)setup_size, len);
 		return -ENOEXEC;
 	}
 	payload = len - setup_size;
 	if (syssize > payload) {
 		snprintf(err, errlen,
-			 "%s: truncated bzImage: the header says %llu bytes of kernel, the file "
-			 "has %llu — copy it again",
-			 cfg->kernel_path, (unsigned long long)syssize,
-			 (unsigned long long)payload);
+		         "%s: truncated bzImage: the header says %llu bytes of kernel, the file "
+		         "has %llu — copy it again",
+		         cfg->kernel_path, (unsigned long long)syssize,
+		         (unsigned long long)payload);
 		return -ENOEXEC;
 	}
 	init_size = get_le32(k + BP_INIT_SIZE);
@@ -164,9 +163,9 @@ int boot_load_bzimage(const struct guest_mem *m, const struct boot_config *cfg,
 		init_size = payload;
 	if (GM_KERNEL + init_size > guest_mem_low_end(m)) {
 		snprintf(err, errlen,
-			 "%s: the kernel needs %s of memory above 1 MiB, --memory %s is too small",
-			 cfg->kernel_path, format_size(init_size, a, sizeof(a)),
-			 format_size(m->size, b, sizeof(b)));
+		         "%s: the kernel needs %s of memory above 1 MiB, --memory %s is too small",
+		         cfg->kernel_path, format_size(init_size, a, sizeof(a)),
+		         format_size(m->size, b, sizeof(b)));
 		return -ENOSPC;
 	}
 	if (gm_write(m, GM_KERNEL, k + setup_size, payload) < 0)
@@ -194,7 +193,7 @@ int boot_load_bzimage(const struct guest_mem *m, const struct boot_config *cfg,
 }
 
 int boot_load(const struct guest_mem *m, const struct boot_config *cfg, struct boot_info *bi,
-	      char *err, size_t errlen)
+              char *err, size_t errlen)
 {
 	const uint8_t *k = cfg->kernel;
 	size_t len = cfg->kernel_len;
@@ -207,13 +206,13 @@ int boot_load(const struct guest_mem *m, const struct boot_config *cfg, struct b
 		return boot_load_bzimage(m, cfg, bi, err, errlen);
 	if (len >= 0x200 && get_le16(k + BP_BOOT_FLAG) == 0xaa55)
 		snprintf(err, errlen,
-			 "%s: a boot sector but not a Linux bzImage (no HdrS header) — "
-			 "vmstack-vm boots Linux kernels, not disk images",
-			 cfg->kernel_path);
+		         "%s: a boot sector but not a Linux bzImage (no HdrS header) — "
+		         "vmstack-vm boots Linux kernels, not disk images",
+		         cfg->kernel_path);
 	else
 		snprintf(err, errlen,
-			 "%s: not a kernel vmstack-vm can boot (neither a bzImage nor an ELF "
-			 "vmlinux)",
-			 cfg->kernel_path);
+		         "%s: not a kernel vmstack-vm can boot (neither a bzImage nor an ELF "
+		         "vmlinux)",
+		         cfg->kernel_path);
 	return -ENOEXEC;
 }

@@ -10,7 +10,7 @@
 #include "util.h"
 
 int guest_mem_create(struct guest_mem *m, uint64_t size, uint64_t host_limit, unsigned phys_bits,
-		     char *err, size_t errlen)
+                     char *err, size_t errlen)
 {
 	char a[32], b[32];
 	uint64_t top;
@@ -19,34 +19,34 @@ int guest_mem_create(struct guest_mem *m, uint64_t size, uint64_t host_limit, un
 	m->fd = -1;
 	if (size < GM_MIN_SIZE) {
 		snprintf(err, errlen, "--memory %s: too small — a guest needs at least %s",
-			 format_size(size, a, sizeof(a)), format_size(GM_MIN_SIZE, b, sizeof(b)));
+		         format_size(size, a, sizeof(a)), format_size(GM_MIN_SIZE, b, sizeof(b)));
 		return -EINVAL;
 	}
 	if (size % (4 * KiB)) {
 		snprintf(err, errlen, "--memory %llu: not a multiple of 4 KiB",
-			 (unsigned long long)size);
+		         (unsigned long long)size);
 		return -EINVAL;
 	}
 	if (host_limit && size > host_limit) {
 		snprintf(err, errlen,
-			 "--memory %s: more than this host's %s of RAM and swap — choose a "
-			 "smaller size",
-			 format_size(size, a, sizeof(a)), format_size(host_limit, b, sizeof(b)));
+		         "--memory %s: more than this host's %s of RAM and swap — choose a "
+		         "smaller size",
+		         format_size(size, a, sizeof(a)), format_size(host_limit, b, sizeof(b)));
 		return -ENOMEM;
 	}
 	top = size > GM_HOLE_START ? GM_4G + (size - GM_HOLE_START) : size;
 	if (phys_bits && phys_bits < 64 && top > (1ULL << phys_bits)) {
 		snprintf(err, errlen,
-			 "--memory %s: beyond the CPU's %u-bit physical address space — choose a "
-			 "smaller size",
-			 format_size(size, a, sizeof(a)), phys_bits);
+		         "--memory %s: beyond the CPU's %u-bit physical address space — choose a "
+		         "smaller size",
+		         format_size(size, a, sizeof(a)), phys_bits);
 		return -ERANGE;
 	}
 	m->fd = memfd_create("vmstack-guest-ram", MFD_CLOEXEC);
 	if (m->fd < 0 || ftruncate(m->fd, (off_t)size) < 0) {
 		int e = errno;
 		snprintf(err, errlen, "guest RAM (%s): %s", format_size(size, a, sizeof(a)),
-			 strerror(e));
+		         strerror(e));
 		guest_mem_destroy(m);
 		return -e;
 	}
@@ -55,7 +55,7 @@ int guest_mem_create(struct guest_mem *m, uint64_t size, uint64_t host_limit, un
 		int e = errno;
 		m->host = NULL;
 		snprintf(err, errlen, "guest RAM (%s): cannot map: %s",
-			 format_size(size, a, sizeof(a)), strerror(e));
+		         format_size(size, a, sizeof(a)), strerror(e));
 		guest_mem_destroy(m);
 		return -e;
 	}
@@ -66,7 +66,7 @@ int guest_mem_create(struct guest_mem *m, uint64_t size, uint64_t host_limit, un
 	m->nregions = 1;
 	if (size > GM_HOLE_START) {
 		m->regions[1] = (struct gm_region){
-			.gpa = GM_4G, .size = size - GM_HOLE_START, .offset = GM_HOLE_START};
+		    .gpa = GM_4G, .size = size - GM_HOLE_START, .offset = GM_HOLE_START};
 		m->nregions = 2;
 	}
 	return 0;

@@ -30,26 +30,26 @@
  *
  * All of RAM is one memfd mapped MAP_SHARED, so later issues can snapshot or share it.
  */
-#define GM_HOLE_START 0xc0000000ULL
-#define GM_4G 0x100000000ULL
-#define GM_BOOT_GDT 0x500ULL
-#define GM_PVH_INFO 0x6000ULL
-#define GM_ZERO_PAGE 0x7000ULL
-#define GM_PML4 0x9000ULL
-#define GM_PDPT 0xa000ULL
-#define GM_PD 0xb000ULL /* four pages: identity map of 0-4 GiB with 2 MiB pages */
-#define GM_CMDLINE 0x20000ULL
+#define GM_HOLE_START  0xc0000000ULL
+#define GM_4G          0x100000000ULL
+#define GM_BOOT_GDT    0x500ULL
+#define GM_PVH_INFO    0x6000ULL
+#define GM_ZERO_PAGE   0x7000ULL
+#define GM_PML4        0x9000ULL
+#define GM_PDPT        0xa000ULL
+#define GM_PD          0xb000ULL /* four pages: identity map of 0-4 GiB with 2 MiB pages */
+#define GM_CMDLINE     0x20000ULL
 #define GM_CMDLINE_MAX 0x10000ULL
-#define GM_EBDA 0x9fc00ULL
-#define GM_EBDA_END 0xa0000ULL
-#define GM_ACPI 0xe0000ULL
-#define GM_MPTABLE 0xf0000ULL /* Linux scans 0xf0000-0xfffff for the floating pointer */
-#define GM_BIOS_END 0x100000ULL
-#define GM_KERNEL 0x100000ULL
+#define GM_EBDA        0x9fc00ULL
+#define GM_EBDA_END    0xa0000ULL
+#define GM_ACPI        0xe0000ULL
+#define GM_MPTABLE     0xf0000ULL /* Linux scans 0xf0000-0xfffff for the floating pointer */
+#define GM_BIOS_END    0x100000ULL
+#define GM_KERNEL      0x100000ULL
 /* KVM's TSS (3 pages) and identity-map page, in the hole just below 4 GiB. */
 #define GM_KVM_IDENTITY_MAP 0xfeffc000ULL
-#define GM_KVM_TSS 0xfeffd000ULL
-#define GM_MIN_SIZE (4ULL << 20)
+#define GM_KVM_TSS          0xfeffd000ULL
+#define GM_MIN_SIZE         (4ULL << 20)
 
 enum e820_type { E820_RAM = 1, E820_RESERVED = 2, E820_ACPI = 3 };
 
@@ -79,7 +79,7 @@ struct guest_mem {
  * returns -errno with a one-line message in err.
  */
 int guest_mem_create(struct guest_mem *m, uint64_t size, uint64_t host_limit, unsigned phys_bits,
-		     char *err, size_t errlen);
+                     char *err, size_t errlen);
 void guest_mem_destroy(struct guest_mem *m);
 
 /* Highest guest-physical address + 1 of RAM below the 32-bit hole. */

@@ -60,7 +60,7 @@ void io_bus_remove(struct io_bus *bus, struct io_region *r)
 	for (size_t i = 0; i < bus->count; i++) {
 		if (bus->regions[i] == r) {
 			memmove(&bus->regions[i], &bus->regions[i + 1],
-				(bus->count - i - 1) * sizeof(*bus->regions));
+			        (bus->count - i - 1) * sizeof(*bus->regions));
 			bus->count--;
 			break;
 		}

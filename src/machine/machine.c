@@ -20,12 +20,12 @@
 #include "vcpu.h"
 #include "x86_boot.h"
 
-#define COM1_PORT 0x3f8
-#define COM1_IRQ 4
-#define PM_PORT 0x600
-#define SCI_IRQ 9
+#define COM1_PORT   0x3f8
+#define COM1_IRQ    4
+#define PM_PORT     0x600
+#define SCI_IRQ     9
 #define IOAPIC_ADDR 0xfec00000u
-#define LAPIC_ADDR 0xfee00000u
+#define LAPIC_ADDR  0xfee00000u
 
 /* --- wiring of the chips to this machine --- */
 
@@ -114,7 +114,7 @@ static int add_region(struct io_bus *bus, struct io_region *r, char *err, size_t
 
 	if (ret < 0)
 		snprintf(err, errlen, "internal: %s 0x%llx for %s: %s", bus->name,
-			 (unsigned long long)r->base, r->name, strerror(-ret));
+		         (unsigned long long)r->base, r->name, strerror(-ret));
 	return ret;
 }
 
@@ -122,8 +122,8 @@ static int create_devices(struct machine *m, char *err, size_t errlen)
 {
 	struct serial8250_callbacks scb = {.set_irq = com1_set_irq, .tx = com1_tx, .opaque = m};
 	struct i8042_callbacks kcb = {.reset = guest_reset, .opaque = m};
-	struct acpi_pm_callbacks pcb = {.poweroff = guest_poweroff, .reset = guest_reset,
-					.opaque = m};
+	struct acpi_pm_callbacks pcb = {
+	    .poweroff = guest_poweroff, .reset = guest_reset, .opaque = m};
 	int r;
 
 	m->com1 = serial8250_create(&scb);
@@ -131,8 +131,8 @@ static int create_devices(struct machine *m, char *err, size_t errlen)
 		snprintf(err, errlen, "serial port: out of memory");
 		return -ENOMEM;
 	}
-	m->com1_io = (struct io_region){.base = COM1_PORT, .len = 8, .name = "com1",
-					.ops = &com1_ops};
+	m->com1_io =
+	    (struct io_region){.base = COM1_PORT, .len = 8, .name = "com1", .ops = &com1_ops};
 	cmos_rtc_init(&m->rtc);
 	i8042_init(&m->kbd, &kcb);
 	r = acpi_pm_init(&m->pm, PM_PORT, &pcb);
@@ -140,10 +140,10 @@ static int create_devices(struct machine *m, char *err, size_t errlen)
 		snprintf(err, errlen, "ACPI PM block: %s", strerror(-r));
 		return r;
 	}
-	m->port_sink[0] = (struct io_region){.base = 0x80, .len = 1, .name = "post",
-					     .ops = &sink_ops};
-	m->port_sink[1] = (struct io_region){.base = 0xed, .len = 1, .name = "delay",
-					     .ops = &sink_ops};
+	m->port_sink[0] =
+	    (struct io_region){.base = 0x80, .len = 1, .name = "post", .ops = &sink_ops};
+	m->port_sink[1] =
+	    (struct io_region){.base = 0xed, .len = 1, .name = "delay", .ops = &sink_ops};
 
 	if ((r = add_region(&m->pio, &m->com1_io, err, errlen)) < 0 ||
 	    (r = add_region(&m->pio, &m->rtc.io, err, errlen)) < 0 ||
@@ -160,18 +160,18 @@ static int create_devices(struct machine *m, char *err, size_t errlen)
 static int create_firmware_tables(struct machine *m, uint64_t *rsdp, char *err, size_t errlen)
 {
 	struct acpi_config ac = {
-		.ncpus = m->ncpus,
-		.ioapic_id = (uint8_t)m->ncpus,
-		.ioapic_addr = IOAPIC_ADDR,
-		.lapic_addr = LAPIC_ADDR,
-		.pm_base = PM_PORT,
-		.sci_irq = SCI_IRQ,
+	    .ncpus = m->ncpus,
+	    .ioapic_id = (uint8_t)m->ncpus,
+	    .ioapic_addr = IOAPIC_ADDR,
+	    .lapic_addr = LAPIC_ADDR,
+	    .pm_base = PM_PORT,
+	    .sci_irq = SCI_IRQ,
 	};
 	struct mptable_config mc = {
-		.ncpus = m->ncpus,
-		.ioapic_id = (uint8_t)m->ncpus,
-		.ioapic_addr = IOAPIC_ADDR,
-		.lapic_addr = LAPIC_ADDR,
+	    .ncpus = m->ncpus,
+	    .ioapic_id = (uint8_t)m->ncpus,
+	    .ioapic_addr = IOAPIC_ADDR,
+	    .lapic_addr = LAPIC_ADDR,
 	};
 	uint64_t acpi_len = GM_MPTABLE - GM_ACPI, mp_len = GM_BIOS_END - GM_MPTABLE;
 	int r;
@@ -179,14 +179,14 @@ static int create_firmware_tables(struct machine *m, uint64_t *rsdp, char *err, 
 	r = acpi_build(&ac, gm_ptr(&m->mem, GM_ACPI, acpi_len), acpi_len, GM_ACPI);
 	if (r < 0) {
 		snprintf(err, errlen, "ACPI tables for %u vCPUs do not fit in %llu bytes", m->ncpus,
-			 (unsigned long long)acpi_len);
+		         (unsigned long long)acpi_len);
 		return r;
 	}
 	*rsdp = GM_ACPI;
 	r = mptable_build(&mc, gm_ptr(&m->mem, GM_MPTABLE, mp_len), mp_len, GM_MPTABLE);
 	if (r < 0) {
 		snprintf(err, errlen, "MP table for %u vCPUs does not fit in %llu bytes", m->ncpus,
-			 (unsigned long long)mp_len);
+		         (unsigned long long)mp_len);
 		return r;
 	}
 	return 0;
@@ -194,8 +194,8 @@ static int create_firmware_tables(struct machine *m, uint64_t *rsdp, char *err, 
 
 static int create_vcpus(struct machine *m, char *err, size_t errlen)
 {
-	size_t cpuid_size = sizeof(struct kvm_cpuid2) +
-			    m->supported_cpuid->nent * sizeof(struct kvm_cpuid_entry2);
+	size_t cpuid_size =
+	    sizeof(struct kvm_cpuid2) + m->supported_cpuid->nent * sizeof(struct kvm_cpuid_entry2);
 	struct kvm_cpuid2 *cpuid = malloc(cpuid_size);
 	int r = 0;
 
@@ -217,7 +217,7 @@ static int create_vcpus(struct machine *m, char *err, size_t errlen)
 		r = hv_create_vcpu(&m->hv, i, &v->run);
 		if (r < 0) {
 			snprintf(err, errlen, "/dev/kvm: cannot create vCPU %u of %u: %s", i,
-				 m->ncpus, strerror(-r));
+			         m->ncpus, strerror(-r));
 			break;
 		}
 		v->fd = r;
@@ -226,7 +226,7 @@ static int create_vcpus(struct machine *m, char *err, size_t errlen)
 		if (ioctl(v->fd, KVM_SET_CPUID2, cpuid) < 0) {
 			r = -errno;
 			snprintf(err, errlen, "vCPU %u: KVM refused the CPU model '%s': %s", i,
-				 m->cfg->cpu_spec, strerror(errno));
+			         m->cfg->cpu_spec, strerror(errno));
 			break;
 		}
 		r = x86_vcpu_init(v->fd);
@@ -234,7 +234,7 @@ static int create_vcpus(struct machine *m, char *err, size_t errlen)
 			r = x86_bsp_entry(v->fd, &m->boot);
 		if (r < 0) {
 			snprintf(err, errlen, "vCPU %u: cannot set its initial state: %s", i,
-				 strerror(-r));
+			         strerror(-r));
 			break;
 		}
 	}
@@ -243,7 +243,7 @@ static int create_vcpus(struct machine *m, char *err, size_t errlen)
 }
 
 int machine_create(struct machine *m, const struct vm_config *cfg, const struct boot_config *boot,
-		   const struct machine_host *host, char *err, size_t errlen)
+                   const struct machine_host *host, char *err, size_t errlen)
 {
 	struct boot_config bc = *boot;
 	int r;
@@ -270,7 +270,7 @@ int machine_create(struct machine *m, const struct vm_config *cfg, const struct 
 		goto fail;
 	if (m->ncpus > (unsigned)m->hv.max_vcpus) {
 		snprintf(err, errlen, "--cpus %u: this host's KVM allows at most %d vCPUs per VM",
-			 m->ncpus, m->hv.max_vcpus);
+		         m->ncpus, m->hv.max_vcpus);
 		r = -EINVAL;
 		goto fail;
 	}
@@ -278,7 +278,7 @@ int machine_create(struct machine *m, const struct vm_config *cfg, const struct 
 	if (!m->supported_cpuid) {
 		r = -errno;
 		snprintf(err, errlen, "%s: KVM_GET_SUPPORTED_CPUID: %s", cfg->kvm_device,
-			 strerror(errno));
+		         strerror(errno));
 		goto fail;
 	}
 	r = cpu_model_check(&cfg->cpu, m->supported_cpuid, err, errlen);
@@ -286,7 +286,7 @@ int machine_create(struct machine *m, const struct vm_config *cfg, const struct 
 		goto fail;
 
 	r = guest_mem_create(&m->mem, cfg->memory, host_memory_limit(),
-			     guest_phys_bits(m->supported_cpuid), err, errlen);
+	                     guest_phys_bits(m->supported_cpuid), err, errlen);
 	if (r < 0)
 		goto fail;
 	for (unsigned i = 0; i < m->mem.nregions; i++) {
@@ -295,15 +295,15 @@ int machine_create(struct machine *m, const struct vm_config *cfg, const struct 
 		if (r < 0) {
 			char a[32];
 			snprintf(err, errlen, "KVM refused %s of guest RAM at 0x%llx: %s",
-				 format_size(g->size, a, sizeof(a)), (unsigned long long)g->gpa,
-				 strerror(-r));
+			         format_size(g->size, a, sizeof(a)), (unsigned long long)g->gpa,
+			         strerror(-r));
 			goto fail;
 		}
 	}
 	r = hv_create_irqchip(&m->hv, GM_KVM_TSS, GM_KVM_IDENTITY_MAP);
 	if (r < 0) {
 		snprintf(err, errlen, "%s: cannot create the in-kernel interrupt controllers: %s",
-			 cfg->kvm_device, strerror(-r));
+		         cfg->kvm_device, strerror(-r));
 		goto fail;
 	}
 	r = create_devices(m, err, errlen);
@@ -324,9 +324,9 @@ int machine_create(struct machine *m, const struct vm_config *cfg, const struct 
 	if (r < 0)
 		goto fail;
 	log_info("%s: %s loaded at 0x%llx, entry 0x%llx; %u vCPU(s), %llu MiB", cfg->kernel,
-		 m->boot.format, (unsigned long long)m->boot.kernel_lo,
-		 (unsigned long long)m->boot.entry, m->ncpus,
-		 (unsigned long long)(cfg->memory >> 20));
+	         m->boot.format, (unsigned long long)m->boot.kernel_lo,
+	         (unsigned long long)m->boot.entry, m->ncpus,
+	         (unsigned long long)(cfg->memory >> 20));
 	return 0;
 fail:
 	machine_destroy(m);

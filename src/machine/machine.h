@@ -23,8 +23,8 @@ struct machine;
 enum machine_exit {
 	MACHINE_RUNNING,
 	MACHINE_POWEROFF, /* the guest powered off */
-	MACHINE_RESET,	  /* the guest asked for a reboot */
-	MACHINE_FAILED,	  /* triple fault, KVM internal error, ...: already reported */
+	MACHINE_RESET,    /* the guest asked for a reboot */
+	MACHINE_FAILED,   /* triple fault, KVM internal error, ...: already reported */
 	MACHINE_STOPPED,  /* the host stopped it (signal, console escape) */
 };
 
@@ -65,7 +65,7 @@ struct machine {
 	pthread_mutex_t exit_lock;
 	enum machine_exit exit_reason;
 	atomic_bool stopping;
-	int event_fd; /* readable once exit_reason is set */
+	int event_fd;                    /* readable once exit_reason is set */
 	uint8_t pio_reported[65536 / 8]; /* unclaimed ports already logged (debug level) */
 };
 
@@ -75,7 +75,7 @@ struct machine {
  * nothing allocated. The vCPUs do not run until machine_start().
  */
 int machine_create(struct machine *m, const struct vm_config *cfg, const struct boot_config *boot,
-		   const struct machine_host *host, char *err, size_t errlen);
+                   const struct machine_host *host, char *err, size_t errlen);
 
 /* Starts one thread per vCPU. SIGUSR1 must have vcpu_kick_handler installed (see vcpu.h). */
 int machine_start(struct machine *m);

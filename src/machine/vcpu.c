@@ -57,8 +57,8 @@ static void handle_pio(struct vcpu *v)
 		uint8_t bit = (uint8_t)(1u << (port & 7));
 		if (!(__atomic_fetch_or(&m->pio_reported[port >> 3], bit, __ATOMIC_RELAXED) & bit))
 			log_debug("vcpu%u: unclaimed port 0x%04x (%s, %u bytes); reads as all-ones",
-				  v->id, port, run->io.direction == KVM_EXIT_IO_OUT ? "out" : "in",
-				  size);
+			          v->id, port, run->io.direction == KVM_EXIT_IO_OUT ? "out" : "in",
+			          size);
 	}
 }
 
@@ -77,15 +77,15 @@ static void handle_mmio(struct vcpu *v)
 		claimed = io_bus_read(&v->m->mmio, run->mmio.phys_addr, run->mmio.data, len);
 	if (!claimed && log_get_level() >= LOG_DEBUG)
 		log_ratelimited(&rl, LOG_DEBUG, "vcpu%u: unclaimed MMIO %s at 0x%llx (%u bytes)",
-				v->id, run->mmio.is_write ? "write" : "read",
-				(unsigned long long)run->mmio.phys_addr, len);
+		                v->id, run->mmio.is_write ? "write" : "read",
+		                (unsigned long long)run->mmio.phys_addr, len);
 }
 
 static void seg_line(const char *name, const struct kvm_segment *s)
 {
 	log_err("%-4s=%04x %016llx %08x %02x%s%s%s%s", name, s->selector,
-		(unsigned long long)s->base, s->limit, s->type, s->present ? " P" : "",
-		s->l ? " L" : "", s->db ? " DB" : "", s->unusable ? " unusable" : "");
+	        (unsigned long long)s->base, s->limit, s->type, s->present ? " P" : "",
+	        s->l ? " L" : "", s->db ? " DB" : "", s->unusable ? " unusable" : "");
 }
 
 void vcpu_dump_state(struct vcpu *v)
@@ -108,9 +108,9 @@ void vcpu_dump_state(struct vcpu *v)
 	seg_line("DS", &s.ds);
 	seg_line("TR", &s.tr);
 	log_err("GDT=%016llx %04x IDT=%016llx %04x", s.gdt.base, s.gdt.limit, s.idt.base,
-		s.idt.limit);
-	log_err("CR0=%08llx CR2=%016llx CR3=%016llx CR4=%08llx EFER=%08llx", s.cr0, s.cr2,
-		s.cr3, s.cr4, s.efer);
+	        s.idt.limit);
+	log_err("CR0=%08llx CR2=%016llx CR3=%016llx CR4=%08llx EFER=%08llx", s.cr0, s.cr2, s.cr3,
+	        s.cr4, s.efer);
 
 	/* The instruction bytes at RIP, the first thing anyone asks for. */
 	struct kvm_translation t = {.linear_address = s.cs.base + r.rip};
@@ -172,9 +172,10 @@ static bool handle_exit(struct vcpu *v)
 	case KVM_EXIT_INTR:
 		return true;
 	case KVM_EXIT_SHUTDOWN:
-		fatal(v, "vcpu%u: guest triple fault (CPU shutdown) — the guest kernel crashed "
-			 "before it could report why; try a serial console earlier in its boot "
-			 "(earlyprintk=serial)",
+		fatal(v,
+		      "vcpu%u: guest triple fault (CPU shutdown) — the guest kernel crashed "
+		      "before it could report why; try a serial console earlier in its boot "
+		      "(earlyprintk=serial)",
 		      v->id);
 		return false;
 	case KVM_EXIT_SYSTEM_EVENT:
@@ -195,7 +196,7 @@ static bool handle_exit(struct vcpu *v)
 		size_t off = 0;
 		for (uint32_t i = 0; i < run->internal.ndata && i < 8 && off < sizeof(data); i++)
 			off += (size_t)snprintf(data + off, sizeof(data) - off, " %llx",
-						(unsigned long long)run->internal.data[i]);
+			                        (unsigned long long)run->internal.data[i]);
 		fatal(v, "vcpu%u: KVM internal error %u (%s); data:%s", v->id,
 		      run->internal.suberror, internal_error_name(run->internal.suberror), data);
 		return false;
@@ -228,11 +229,12 @@ void *vcpu_thread(void *arg)
 		/* bench/boot reads this: the monitor's set-up cost before the guest runs. */
 		struct rusage ru;
 		getrusage(RUSAGE_SELF, &ru);
-		log_info("vcpu0: first KVM_RUN after %.3f ms of monitor CPU time (user %.3f, sys %.3f)",
-			 (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
-				 (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3,
-			 ru.ru_utime.tv_sec * 1e3 + ru.ru_utime.tv_usec / 1e3,
-			 ru.ru_stime.tv_sec * 1e3 + ru.ru_stime.tv_usec / 1e3);
+		log_info(
+		    "vcpu0: first KVM_RUN after %.3f ms of monitor CPU time (user %.3f, sys %.3f)",
+		    (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+		        (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3,
+		    ru.ru_utime.tv_sec * 1e3 + ru.ru_utime.tv_usec / 1e3,
+		    ru.ru_stime.tv_sec * 1e3 + ru.ru_stime.tv_usec / 1e3);
 	}
 
 	while (!atomic_load(&m->stopping)) {

@@ -12,17 +12,17 @@
 
 /* Selectors as the Linux boot protocol requires: __BOOT_CS 0x10, __BOOT_DS 0x18. */
 #define SEL_CODE64 0x10
-#define SEL_DATA 0x18
-#define SEL_TSS 0x20
+#define SEL_DATA   0x18
+#define SEL_TSS    0x20
 #define SEL_CODE32 0x28
 
 static const uint64_t boot_gdt[] = {
-	0,
-	0,
-	0x00af9b000000ffffULL, /* 0x10: 64-bit code, DPL 0 */
-	0x00cf93000000ffffULL, /* 0x18: flat 4 GiB data */
-	0x00808b0000000067ULL, /* 0x20: 32-bit busy TSS at 0 (PVH asks for one) */
-	0x00cf9b000000ffffULL, /* 0x28: flat 4 GiB 32-bit code (PVH entry) */
+    0,
+    0,
+    0x00af9b000000ffffULL, /* 0x10: 64-bit code, DPL 0 */
+    0x00cf93000000ffffULL, /* 0x18: flat 4 GiB data */
+    0x00808b0000000067ULL, /* 0x20: 32-bit busy TSS at 0 (PVH asks for one) */
+    0x00cf9b000000ffffULL, /* 0x28: flat 4 GiB 32-bit code (PVH entry) */
 };
 
 int x86_boot_tables(const struct guest_mem *m)
@@ -65,15 +65,15 @@ int x86_vcpu_init(int fd)
 	uint32_t *lvt;
 
 	memset(&msrs, 0, sizeof(msrs));
-	set_msr(msrs.e, &n, 0x174, 0);		    /* SYSENTER_CS */
-	set_msr(msrs.e, &n, 0x175, 0);		    /* SYSENTER_ESP */
-	set_msr(msrs.e, &n, 0x176, 0);		    /* SYSENTER_EIP */
-	set_msr(msrs.e, &n, 0xc0000081, 0);	    /* STAR */
-	set_msr(msrs.e, &n, 0xc0000082, 0);	    /* LSTAR */
-	set_msr(msrs.e, &n, 0xc0000083, 0);	    /* CSTAR */
-	set_msr(msrs.e, &n, 0xc0000084, 0);	    /* SYSCALL_MASK */
-	set_msr(msrs.e, &n, 0xc0000102, 0);	    /* KERNEL_GS_BASE */
-	set_msr(msrs.e, &n, 0x1a0, 1);		    /* MISC_ENABLE: fast strings */
+	set_msr(msrs.e, &n, 0x174, 0);              /* SYSENTER_CS */
+	set_msr(msrs.e, &n, 0x175, 0);              /* SYSENTER_ESP */
+	set_msr(msrs.e, &n, 0x176, 0);              /* SYSENTER_EIP */
+	set_msr(msrs.e, &n, 0xc0000081, 0);         /* STAR */
+	set_msr(msrs.e, &n, 0xc0000082, 0);         /* LSTAR */
+	set_msr(msrs.e, &n, 0xc0000083, 0);         /* CSTAR */
+	set_msr(msrs.e, &n, 0xc0000084, 0);         /* SYSCALL_MASK */
+	set_msr(msrs.e, &n, 0xc0000102, 0);         /* KERNEL_GS_BASE */
+	set_msr(msrs.e, &n, 0x1a0, 1);              /* MISC_ENABLE: fast strings */
 	set_msr(msrs.e, &n, 0x2ff, (1u << 11) | 6); /* MTRRdefType: enabled, write-back */
 	msrs.hdr.nmsrs = n;
 	if (ioctl(fd, KVM_SET_MSRS, &msrs) < 0)
@@ -138,7 +138,7 @@ int x86_bsp_entry(int fd, const struct boot_info *bi)
 	if (lm) {
 		sr.cr0 = 0x80000011; /* PG | ET | PE */
 		sr.cr3 = GM_PML4;
-		sr.cr4 = 0x20; /* PAE */
+		sr.cr4 = 0x20;   /* PAE */
 		sr.efer = 0x500; /* LMA | LME */
 	} else {
 		sr.cr0 = 0x11; /* ET | PE */

@@ -80,7 +80,7 @@ static int open_pty(struct console *c, char *err, size_t errlen)
 
 	if (fd < 0 || grantpt(fd) < 0 || unlockpt(fd) < 0 || !(name = ptsname(fd))) {
 		snprintf(err, errlen, "--console pty: cannot allocate a pseudo-terminal: %s",
-			 strerror(errno));
+		         strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return -errno;
@@ -108,15 +108,16 @@ int console_open(struct console *c, const struct vm_config *cfg, char *err, size
 	case CONSOLE_STDIO:
 		r = open_stdio(c);
 		if (r < 0)
-			snprintf(err, errlen, "--console stdio: cannot set the terminal to raw mode: %s",
-				 strerror(-r));
+			snprintf(err, errlen,
+			         "--console stdio: cannot set the terminal to raw mode: %s",
+			         strerror(-r));
 		return r;
 	case CONSOLE_FILE:
 		c->out_fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (c->out_fd < 0) {
 			r = -errno;
 			snprintf(err, errlen, "--console file:%s: %s", cfg->console_path,
-				 strerror(errno));
+			         strerror(errno));
 			return r;
 		}
 		return 0;

@@ -13,11 +13,11 @@
 
 struct console {
 	enum console_kind kind;
-	int in_fd;  /* -1: no input */
+	int in_fd; /* -1: no input */
 	int out_fd;
-	int pty_slave; /* kept open so the master never reports hang-up */
-	bool raw;      /* the terminal was put in raw mode and must be restored */
-	bool escape;   /* the previous input byte was the escape character */
+	int pty_slave;     /* kept open so the master never reports hang-up */
+	bool raw;          /* the terminal was put in raw mode and must be restored */
+	bool escape;       /* the previous input byte was the escape character */
 	bool drop_on_full; /* pty: never block the guest on a reader that went away */
 	char pty_path[64];
 };

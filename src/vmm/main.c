@@ -17,7 +17,7 @@
 #include "util.h"
 #include "vcpu.h"
 
-#define EXIT_CONFIG 1
+#define EXIT_CONFIG      1
 #define EXIT_GUEST_CRASH 2
 
 #ifndef VMSTACK_VERSION
@@ -68,9 +68,9 @@ static enum machine_exit supervise(struct machine *m, struct console *con, int s
 
 	for (;;) {
 		struct pollfd p[3] = {
-			{.fd = m->event_fd, .events = POLLIN},
-			{.fd = sig_fd, .events = POLLIN},
-			{.fd = (input_open && npending == 0) ? con->in_fd : -1, .events = POLLIN},
+		    {.fd = m->event_fd, .events = POLLIN},
+		    {.fd = sig_fd, .events = POLLIN},
+		    {.fd = (input_open && npending == 0) ? con->in_fd : -1, .events = POLLIN},
 		};
 		/* A full receive FIFO: retry soon rather than spin or drop keystrokes. */
 		int timeout = npending ? 10 : -1;
@@ -83,7 +83,7 @@ static enum machine_exit supervise(struct machine *m, struct console *con, int s
 			struct signalfd_siginfo si;
 			if (read(sig_fd, &si, sizeof(si)) == sizeof(si))
 				log_info("stopping the VM on signal %u (%s)", si.ssi_signo,
-					 strsignal((int)si.ssi_signo));
+				         strsignal((int)si.ssi_signo));
 			return MACHINE_STOPPED;
 		}
 		if (p[2].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -141,13 +141,13 @@ static int cmd_run(int argc, char **argv)
 		return EXIT_CONFIG;
 	}
 	boot = (struct boot_config){
-		.kernel_path = cfg.kernel,
-		.kernel = kernel,
-		.kernel_len = kernel_len,
-		.initrd_path = cfg.initrd,
-		.initrd = initrd,
-		.initrd_len = initrd_len,
-		.cmdline = cfg.cmdline,
+	    .kernel_path = cfg.kernel,
+	    .kernel = kernel,
+	    .kernel_len = kernel_len,
+	    .initrd_path = cfg.initrd,
+	    .initrd = initrd,
+	    .initrd_len = initrd_len,
+	    .cmdline = cfg.cmdline,
 	};
 
 	/* Termination signals arrive through a signalfd; vCPU threads inherit the mask. */
@@ -219,7 +219,7 @@ out_files:
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: vmstack-vm run --kernel PATH [options]   (vmstack-vm run --help)\n"
-		   "       vmstack-vm --version\n");
+	           "       vmstack-vm --version\n");
 }
 
 int main(int argc, char **argv)

@@ -10,24 +10,24 @@
 #include "util.h"
 
 const char options_usage[] =
-	"usage: vmstack-vm run --kernel PATH [options]\n"
-	"\n"
-	"  --kernel PATH        bzImage or ELF vmlinux to boot directly\n"
-	"  --initrd PATH        initial ramdisk (cpio)\n"
-	"  --cmdline STR        kernel command line (default \"console=ttyS0\")\n"
-	"  --memory SIZE        guest RAM, e.g. 512M, 2G (default 512M)\n"
-	"  --cpus N             number of vCPUs (default 1)\n"
-	"  --cpu MODEL          host | baseline | +feat,-feat,... ('--cpu help' lists features)\n"
-	"  --console KIND       stdio (default; Ctrl-A x quits) | file:PATH | pty\n"
-	"  --on-reboot ACTION   restart (default) | exit\n"
-	"  --name NAME          a name for messages and process listings\n"
-	"  --kvm-device PATH    the KVM device (default /dev/kvm)\n"
-	"  -v, --verbose        more messages (twice: debug)\n"
-	"  -h, --help           this text\n"
-	"\n"
-	"Exit status: 0 after the guest powers off (or reboots, with --on-reboot exit, or the\n"
-	"host stops it with SIGTERM or Ctrl-A x), 1 for a configuration or start-up error,\n"
-	"2 when the guest crashed (triple fault, KVM internal error).\n";
+    "usage: vmstack-vm run --kernel PATH [options]\n"
+    "\n"
+    "  --kernel PATH        bzImage or ELF vmlinux to boot directly\n"
+    "  --initrd PATH        initial ramdisk (cpio)\n"
+    "  --cmdline STR        kernel command line (default \"console=ttyS0\")\n"
+    "  --memory SIZE        guest RAM, e.g. 512M, 2G (default 512M)\n"
+    "  --cpus N             number of vCPUs (default 1)\n"
+    "  --cpu MODEL          host | baseline | +feat,-feat,... ('--cpu help' lists features)\n"
+    "  --console KIND       stdio (default; Ctrl-A x quits) | file:PATH | pty\n"
+    "  --on-reboot ACTION   restart (default) | exit\n"
+    "  --name NAME          a name for messages and process listings\n"
+    "  --kvm-device PATH    the KVM device (default /dev/kvm)\n"
+    "  -v, --verbose        more messages (twice: debug)\n"
+    "  -h, --help           this text\n"
+    "\n"
+    "Exit status: 0 after the guest powers off (or reboots, with --on-reboot exit, or the\n"
+    "host stops it with SIGTERM or Ctrl-A x), 1 for a configuration or start-up error,\n"
+    "2 when the guest crashed (triple fault, KVM internal error).\n";
 
 enum {
 	OPT_KERNEL = 256,
@@ -43,19 +43,19 @@ enum {
 };
 
 static const struct option long_opts[] = {
-	{"kernel", required_argument, NULL, OPT_KERNEL},
-	{"initrd", required_argument, NULL, OPT_INITRD},
-	{"cmdline", required_argument, NULL, OPT_CMDLINE},
-	{"memory", required_argument, NULL, OPT_MEMORY},
-	{"cpus", required_argument, NULL, OPT_CPUS},
-	{"cpu", required_argument, NULL, OPT_CPU},
-	{"console", required_argument, NULL, OPT_CONSOLE},
-	{"on-reboot", required_argument, NULL, OPT_ON_REBOOT},
-	{"name", required_argument, NULL, OPT_NAME},
-	{"kvm-device", required_argument, NULL, OPT_KVM_DEVICE},
-	{"verbose", no_argument, NULL, 'v'},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
+    {"kernel", required_argument, NULL, OPT_KERNEL},
+    {"initrd", required_argument, NULL, OPT_INITRD},
+    {"cmdline", required_argument, NULL, OPT_CMDLINE},
+    {"memory", required_argument, NULL, OPT_MEMORY},
+    {"cpus", required_argument, NULL, OPT_CPUS},
+    {"cpu", required_argument, NULL, OPT_CPU},
+    {"console", required_argument, NULL, OPT_CONSOLE},
+    {"on-reboot", required_argument, NULL, OPT_ON_REBOOT},
+    {"name", required_argument, NULL, OPT_NAME},
+    {"kvm-device", required_argument, NULL, OPT_KVM_DEVICE},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
 };
 
 static int parse_cpus(const char *s, unsigned *out, char *err, size_t errlen)
@@ -78,7 +78,7 @@ static int parse_cpus(const char *s, unsigned *out, char *err, size_t errlen)
 }
 
 enum options_result options_parse(int argc, char **argv, struct vm_config *cfg, char *err,
-				  size_t errlen)
+                                  size_t errlen)
 {
 	int c, r;
 
@@ -111,14 +111,15 @@ enum options_result options_parse(int argc, char **argv, struct vm_config *cfg, 
 			}
 			if (r < 0) {
 				snprintf(err, errlen,
-					 "--memory '%s': not a size — use a number with K, M, G or "
-					 "T, e.g. 512M",
-					 optarg);
+				         "--memory '%s': not a size — use a number with K, M, G or "
+				         "T, e.g. 512M",
+				         optarg);
 				return OPTIONS_ERROR;
 			}
 			if (cfg->memory == 0) {
-				snprintf(err, errlen, "--memory 0: a guest needs some memory — e.g. "
-						      "--memory 512M");
+				snprintf(err, errlen,
+				         "--memory 0: a guest needs some memory — e.g. "
+				         "--memory 512M");
 				return OPTIONS_ERROR;
 			}
 			break;
@@ -149,7 +150,8 @@ enum options_result options_parse(int argc, char **argv, struct vm_config *cfg, 
 				cfg->console_path = optarg + 5;
 			} else {
 				snprintf(err, errlen,
-					 "--console '%s': expected stdio, file:PATH or pty", optarg);
+				         "--console '%s': expected stdio, file:PATH or pty",
+				         optarg);
 				return OPTIONS_ERROR;
 			}
 			break;
@@ -160,7 +162,7 @@ enum options_result options_parse(int argc, char **argv, struct vm_config *cfg, 
 				cfg->on_reboot = ON_REBOOT_EXIT;
 			} else {
 				snprintf(err, errlen, "--on-reboot '%s': expected restart or exit",
-					 optarg);
+				         optarg);
 				return OPTIONS_ERROR;
 			}
 			break;
@@ -178,7 +180,7 @@ enum options_result options_parse(int argc, char **argv, struct vm_config *cfg, 
 			return OPTIONS_HELP;
 		case ':':
 			snprintf(err, errlen, "%s: needs a value — see vmstack-vm run --help",
-				 argv[optind - 1]);
+			         argv[optind - 1]);
 			return OPTIONS_ERROR;
 		default:
 			/*
@@ -189,22 +191,24 @@ enum options_result options_parse(int argc, char **argv, struct vm_config *cfg, 
 			 */
 			if (optopt > 0 && optopt < 256 && !strchr("vh", optopt))
 				snprintf(err, errlen,
-					 "unknown option '-%c' — see vmstack-vm run --help", optopt);
+				         "unknown option '-%c' — see vmstack-vm run --help",
+				         optopt);
 			else
 				snprintf(err, errlen,
-					 "unknown option '%s' — see vmstack-vm run --help",
-					 argv[optind - 1]);
+				         "unknown option '%s' — see vmstack-vm run --help",
+				         argv[optind - 1]);
 			return OPTIONS_ERROR;
 		}
 	}
 	if (optind < argc) {
 		snprintf(err, errlen,
-			 "unexpected argument '%s' — to pass it to the kernel, use --cmdline",
-			 argv[optind]);
+		         "unexpected argument '%s' — to pass it to the kernel, use --cmdline",
+		         argv[optind]);
 		return OPTIONS_ERROR;
 	}
 	if (!cfg->kernel) {
-		snprintf(err, errlen, "--kernel is required — e.g. vmstack-vm run --kernel bzImage");
+		snprintf(err, errlen,
+		         "--kernel is required — e.g. vmstack-vm run --kernel bzImage");
 		return OPTIONS_ERROR;
 	}
 	return OPTIONS_OK;

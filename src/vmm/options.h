@@ -11,8 +11,8 @@
 
 enum options_result {
 	OPTIONS_OK,
-	OPTIONS_HELP,	   /* help was printed: exit 0 */
-	OPTIONS_ERROR,	   /* err holds a one-line message: exit 1 */
+	OPTIONS_HELP,  /* help was printed: exit 0 */
+	OPTIONS_ERROR, /* err holds a one-line message: exit 1 */
 };
 
 /*
@@ -21,7 +21,7 @@ enum options_result {
  * written to `help_out`.
  */
 enum options_result options_parse(int argc, char **argv, struct vm_config *cfg, char *err,
-				  size_t errlen);
+                                  size_t errlen);
 
 /* The usage text of `vmstack-vm run`. */
 extern const char options_usage[];

@@ -37,9 +37,10 @@ void test_register(const char *name, void (*fn)(void));
 	do {                                                                                       \
 		uint64_t va_ = (uint64_t)(a), vb_ = (uint64_t)(b);                                 \
 		if (va_ != vb_) {                                                                  \
-			fprintf(stderr, "%s:%d: CHECK_EQ(%s, %s) failed: 0x%" PRIx64 " != 0x%" PRIx64 \
-					"\n",                                                      \
-				__FILE__, __LINE__, #a, #b, va_, vb_);                             \
+			fprintf(stderr,                                                            \
+			        "%s:%d: CHECK_EQ(%s, %s) failed: 0x%" PRIx64 " != 0x%" PRIx64      \
+			        "\n",                                                              \
+			        __FILE__, __LINE__, #a, #b, va_, vb_);                             \
 			test_failures++;                                                           \
 		}                                                                                  \
 	} while (0)
@@ -48,8 +49,8 @@ void test_register(const char *name, void (*fn)(void));
 	do {                                                                                       \
 		const char *sa_ = (a), *sb_ = (b);                                                 \
 		if (!sa_ || !sb_ || strcmp(sa_, sb_) != 0) {                                       \
-			fprintf(stderr, "%s:%d: CHECK_STR failed: \"%s\" != \"%s\"\n", __FILE__,    \
-				__LINE__, sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");             \
+			fprintf(stderr, "%s:%d: CHECK_STR failed: \"%s\" != \"%s\"\n", __FILE__,   \
+			        __LINE__, sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");             \
 			test_failures++;                                                           \
 		}                                                                                  \
 	} while (0)

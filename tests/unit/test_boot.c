@@ -67,7 +67,7 @@ static uint8_t *mem(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 	CHECK(p != NULL);
 	if (!p) {
 		fprintf(stderr, "gpa 0x%llx+0x%llx is not RAM\n", (unsigned long long)gpa,
-			(unsigned long long)len);
+		        (unsigned long long)len);
 		exit(1);
 	}
 	return p;
@@ -85,10 +85,10 @@ static uint8_t *make_initrd(size_t len)
 /* ---- bzImage ---------------------------------------------------------------------------- */
 
 #define SETUP_SECTS 4
-#define SETUP_SIZE ((SETUP_SECTS + 1) * 512)
-#define PAYLOAD 8192
-#define HDR_END 0x26c /* 0x202 + the jump byte below */
-#define INIT_SIZE 0x400000
+#define SETUP_SIZE  ((SETUP_SECTS + 1) * 512)
+#define PAYLOAD     8192
+#define HDR_END     0x26c /* 0x202 + the jump byte below */
+#define INIT_SIZE   0x400000
 
 static uint8_t payload_byte(size_t i)
 {
@@ -127,7 +127,7 @@ static uint8_t *make_bzimage(size_t *len)
 static struct boot_config kernel_cfg(const uint8_t *k, size_t len, const char *cmdline)
 {
 	return (struct boot_config){
-		.kernel_path = KPATH, .kernel = k, .kernel_len = len, .cmdline = cmdline};
+	    .kernel_path = KPATH, .kernel = k, .kernel_len = len, .cmdline = cmdline};
 }
 
 static void check_e820_in_zero_page(const struct guest_mem *m, const uint8_t *zp)
@@ -190,7 +190,7 @@ TEST(bzimage_loads)
 	zp = mem(&m, 0x7000, 0x1000);
 	CHECK_EQ(zp[BP_TYPE_OF_LOADER], 0xff);
 	CHECK_EQ(zp[BP_LOADFLAGS] & (LOADFLAG_LOADED_HIGH | LOADFLAG_CAN_USE_HEAP),
-		 LOADFLAG_LOADED_HIGH | LOADFLAG_CAN_USE_HEAP);
+	         LOADFLAG_LOADED_HIGH | LOADFLAG_CAN_USE_HEAP);
 	CHECK_EQ(r16(zp + BP_HEAP_END_PTR), 0xfe00);
 	CHECK_EQ(r32(zp + BP_CMD_LINE_PTR), 0x20000);
 	CHECK_EQ(r32(zp + BP_EXT_CMD_LINE_PTR), 0);
@@ -445,20 +445,20 @@ TEST(bzimage_rejects_what_does_not_fit)
 
 /* ---- ELF -------------------------------------------------------------------------------- */
 
-#define CODE_OFF 0x200
-#define CODE_LEN 0x1000
-#define TAIL_OFF (CODE_OFF + CODE_LEN)
-#define LOAD_ADDR 0x200000
+#define CODE_OFF   0x200
+#define CODE_LEN   0x1000
+#define TAIL_OFF   (CODE_OFF + CODE_LEN)
+#define LOAD_ADDR  0x200000
 #define LOAD_MEMSZ 0x3000
-#define ELF_ENTRY 0x200100
-#define PVH_ENTRY 0x200040
+#define ELF_ENTRY  0x200100
+#define PVH_ENTRY  0x200040
 
 /*
  * An ELF64 x86-64 executable: header, program headers at 64, CODE_LEN bytes of code at
  * CODE_OFF, then `tail` (notes) ending the file, in a buffer of exactly that size.
  */
 static uint8_t *elf_build(size_t *len, const Elf64_Phdr *ph, unsigned nph, const void *tail,
-			  size_t tail_len)
+                          size_t tail_len)
 {
 	Elf64_Ehdr eh;
 	uint8_t *f;
@@ -490,24 +490,23 @@ static uint8_t *elf_build(size_t *len, const Elf64_Phdr *ph, unsigned nph, const
 static Elf64_Phdr load_phdr(void)
 {
 	return (Elf64_Phdr){.p_type = PT_LOAD,
-			    .p_flags = PF_R | PF_X,
-			    .p_offset = CODE_OFF,
-			    .p_vaddr = 0xffffffff80000000ULL + LOAD_ADDR,
-			    .p_paddr = LOAD_ADDR,
-			    .p_filesz = CODE_LEN,
-			    .p_memsz = LOAD_MEMSZ,
-			    .p_align = 0x1000};
+	                    .p_flags = PF_R | PF_X,
+	                    .p_offset = CODE_OFF,
+	                    .p_vaddr = 0xffffffff80000000ULL + LOAD_ADDR,
+	                    .p_paddr = LOAD_ADDR,
+	                    .p_filesz = CODE_LEN,
+	                    .p_memsz = LOAD_MEMSZ,
+	                    .p_align = 0x1000};
 }
 
 static Elf64_Phdr note_phdr(size_t len)
 {
-	return (Elf64_Phdr){
-		.p_type = PT_NOTE, .p_offset = TAIL_OFF, .p_filesz = len, .p_align = 4};
+	return (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = TAIL_OFF, .p_filesz = len, .p_align = 4};
 }
 
 /* Appends one note (namesz/descsz as given, even if they lie) to buf; returns new length. */
 static size_t put_note(uint8_t *buf, size_t off, uint32_t namesz, uint32_t descsz, uint32_t type,
-		       const char *name, size_t name_bytes, const void *desc, size_t desc_bytes)
+                       const char *name, size_t name_bytes, const void *desc, size_t desc_bytes)
 {
 	w32(buf + off, namesz);
 	w32(buf + off + 4, descsz);
@@ -581,14 +580,14 @@ TEST(elf_loads_with_64bit_entry)
 
 static size_t pvh_notes(uint8_t *buf, uint32_t entry)
 {
-	static const uint8_t build_id[20] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
-					     11, 12, 13, 14, 15, 16, 17, 18, 19, 20};
+	static const uint8_t build_id[20] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
+	                                     11, 12, 13, 14, 15, 16, 17, 18, 19, 20};
 	uint8_t desc[4];
 	size_t off;
 
 	w32(desc, entry);
 	off = put_note(buf, 0, 4, sizeof(build_id), NT_GNU_BUILD_ID, "GNU", 4, build_id,
-		       sizeof(build_id));
+	               sizeof(build_id));
 	/* Another Xen note first, of a different type: must be skipped. */
 	off = put_note(buf, off, 4, 4, 6 /* XEN_ELFNOTE_LOADER */, "Xen", 4, "\x11\x22\x33\x44", 4);
 	return put_note(buf, off, 4, 4, PVH_NOTE_PHYS32_ENTRY, "Xen", 4, desc, 4);

@@ -95,9 +95,9 @@ TEST(rtc_12_hour_mode)
 	struct cmos_rtc rtc;
 
 	rtc_setup(&rtc);
-	set(&rtc, 0x0b, 0x00); /* BCD, 12-hour */
+	set(&rtc, 0x0b, 0x00);           /* BCD, 12-hour */
 	CHECK_EQ(get(&rtc, 0x04), 0x10); /* 10 AM */
-	fake_time = T0 + 12 * 3600; /* 22:11 */
+	fake_time = T0 + 12 * 3600;      /* 22:11 */
 	CHECK_EQ(get(&rtc, 0x04), 0x80 | 0x10);
 	fake_time = T0 - 10 * 3600; /* 00:11 is 12 AM */
 	CHECK_EQ(get(&rtc, 0x04), 0x12);
@@ -230,8 +230,8 @@ TEST(rtc_single_field_write_without_set)
 
 	rtc_setup(&rtc);
 	CHECK_EQ(get(&rtc, 0x04), 0x10); /* read at 10:11:12 */
-	fake_time = T0 + 2 * 3600;	 /* the host clock is now 12:11:12 */
-	set(&rtc, 0x02, 0x30);		 /* the guest moves the minutes only */
+	fake_time = T0 + 2 * 3600;       /* the host clock is now 12:11:12 */
+	set(&rtc, 0x02, 0x30);           /* the guest moves the minutes only */
 	CHECK_EQ(get(&rtc, 0x02), 0x30);
 	CHECK_EQ(get(&rtc, 0x04), 0x12); /* hours still follow the current time */
 	CHECK_EQ(get(&rtc, 0x00), 0x12);

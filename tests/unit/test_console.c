@@ -51,8 +51,15 @@ TEST(console_ctrl_a_ctrl_a_sends_one)
 	char out[64];
 	bool quit = false;
 
-	CHECK_EQ(filter(&c, "a\x01\x01" "b", 4, out, &quit), 3);
-	CHECK(memcmp(out, "a\x01" "b", 3) == 0);
+	CHECK_EQ(filter(&c,
+	                "a\x01\x01"
+	                "b",
+	                4, out, &quit),
+	         3);
+	CHECK(memcmp(out,
+	             "a\x01"
+	             "b",
+	             3) == 0);
 	CHECK(!quit);
 	CHECK(!c.escape);
 
@@ -94,8 +101,15 @@ TEST(console_escape_split_across_reads)
 	c = (struct console){.escape = false};
 	quit = false;
 	CHECK_EQ(filter(&c, "\x01", 1, out, &quit), 0);
-	CHECK_EQ(filter(&c, "\x01" "c", 2, out, &quit), 2);
-	CHECK(memcmp(out, "\x01" "c", 2) == 0);
+	CHECK_EQ(filter(&c,
+	                "\x01"
+	                "c",
+	                2, out, &quit),
+	         2);
+	CHECK(memcmp(out,
+	             "\x01"
+	             "c",
+	             2) == 0);
 	CHECK(!quit);
 
 	c = (struct console){.escape = false};

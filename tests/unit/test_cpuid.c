@@ -94,7 +94,7 @@ TEST(cpu_model_parse_errors)
 	parse_fails(",host", "empty item");
 	parse_fails("+avx,,-xsave", "empty item");
 	parse_fails("foo", "'foo'");
-	parse_fails("avx", "'avx'"); /* a feature needs its sign */
+	parse_fails("avx", "'avx'");        /* a feature needs its sign */
 	parse_fails("+avx,host", "'host'"); /* the model comes first */
 	parse_fails("host,baseline", "'baseline'");
 	parse_fails("+", NULL);
@@ -129,7 +129,7 @@ static struct kvm_cpuid2 *table(void)
 
 #define ENT(f, i, a, b, cc, d)                                                                     \
 	c->entries[n++] = (struct kvm_cpuid_entry2){                                               \
-		.function = (f), .index = (i), .eax = (a), .ebx = (b), .ecx = (cc), .edx = (d)}
+	    .function = (f), .index = (i), .eax = (a), .ebx = (b), .ecx = (cc), .edx = (d)}
 	ENT(0, 0, 0x1f, 0x756e6547, 0x6c65746e, 0x49656e69);
 	/* Every feature bit except hypervisor and HTT; EBX: CLFLUSH size 8, brand 1, junk id. */
 	ENT(1, 0, 0x000906ea, 0x7f3f0801, 0x7fffffff, 0xefffffff);
@@ -188,9 +188,9 @@ TEST(cpuid_shape_single_cpu)
 
 	cpuid_shape(c, &m, 0, 1);
 	e = ent(c, 1, 0);
-	CHECK_EQ(e->ebx, 0x00010801); /* APIC id 0, one logical CPU, low half kept */
-	CHECK_EQ(e->edx & BIT(28), 0);	/* HTT off */
-	CHECK_EQ(e->ecx, 0xffffffff);	/* every host feature plus hypervisor */
+	CHECK_EQ(e->ebx, 0x00010801);  /* APIC id 0, one logical CPU, low half kept */
+	CHECK_EQ(e->edx & BIT(28), 0); /* HTT off */
+	CHECK_EQ(e->ecx, 0xffffffff);  /* every host feature plus hypervisor */
 	CHECK_EQ(e->eax, 0x000906ea);
 	CHECK_EQ(ent(c, 4, 0)->eax, 0x00004121); /* one core per package */
 	e = ent(c, 0xb, 1);
@@ -209,11 +209,11 @@ TEST(cpuid_shape_smp_topology)
 
 	cpuid_shape(c, &m, 3, 4);
 	e = ent(c, 1, 0);
-	CHECK_EQ(e->ebx >> 24, 3);		 /* initial APIC id */
-	CHECK_EQ((e->ebx >> 16) & 0xff, 4);	 /* logical processors per package */
-	CHECK_EQ(e->ebx & 0xffff, 0x0801);	 /* CLFLUSH size and brand index kept */
-	CHECK_EQ(e->edx & BIT(28), BIT(28));	 /* HTT: the count is valid */
-	CHECK_EQ(e->ecx & BIT(31), BIT(31));	 /* hypervisor */
+	CHECK_EQ(e->ebx >> 24, 3);           /* initial APIC id */
+	CHECK_EQ((e->ebx >> 16) & 0xff, 4);  /* logical processors per package */
+	CHECK_EQ(e->ebx & 0xffff, 0x0801);   /* CLFLUSH size and brand index kept */
+	CHECK_EQ(e->edx & BIT(28), BIT(28)); /* HTT: the count is valid */
+	CHECK_EQ(e->ecx & BIT(31), BIT(31)); /* hypervisor */
 
 	CHECK_EQ(ent(c, 4, 0)->eax, (3u << 26) | 0x4121);
 	CHECK_EQ(ent(c, 4, 1)->eax, (3u << 26) | 0x4122);
@@ -318,28 +318,28 @@ TEST(cpuid_shape_baseline)
 
 	cpuid_shape(c, &m, 0, 1);
 	e = ent(c, 1, 0);
-	CHECK_EQ(e->ecx & BIT(28), 0); /* avx */
-	CHECK_EQ(e->ecx & BIT(26), 0); /* xsave */
-	CHECK_EQ(e->ecx & BIT(12), 0); /* fma */
-	CHECK_EQ(e->ecx & BIT(5), 0);  /* vmx */
-	CHECK(e->ecx & BIT(20));       /* sse4_2 */
-	CHECK(e->ecx & BIT(19));       /* sse4_1 */
-	CHECK(e->ecx & BIT(23));       /* popcnt */
-	CHECK(e->ecx & BIT(13));       /* cx16 */
-	CHECK(e->ecx & BIT(9));	       /* ssse3 */
-	CHECK(e->ecx & BIT(0));	       /* sse3 */
-	CHECK(e->ecx & BIT(21));       /* x2apic */
-	CHECK(e->ecx & BIT(31));       /* hypervisor */
-	CHECK(e->edx & BIT(26));       /* sse2 */
-	CHECK(e->edx & BIT(15));       /* cmov */
+	CHECK_EQ(e->ecx & BIT(28), 0);           /* avx */
+	CHECK_EQ(e->ecx & BIT(26), 0);           /* xsave */
+	CHECK_EQ(e->ecx & BIT(12), 0);           /* fma */
+	CHECK_EQ(e->ecx & BIT(5), 0);            /* vmx */
+	CHECK(e->ecx & BIT(20));                 /* sse4_2 */
+	CHECK(e->ecx & BIT(19));                 /* sse4_1 */
+	CHECK(e->ecx & BIT(23));                 /* popcnt */
+	CHECK(e->ecx & BIT(13));                 /* cx16 */
+	CHECK(e->ecx & BIT(9));                  /* ssse3 */
+	CHECK(e->ecx & BIT(0));                  /* sse3 */
+	CHECK(e->ecx & BIT(21));                 /* x2apic */
+	CHECK(e->ecx & BIT(31));                 /* hypervisor */
+	CHECK(e->edx & BIT(26));                 /* sse2 */
+	CHECK(e->edx & BIT(15));                 /* cmov */
 	CHECK_EQ(ent(c, 7, 0)->ebx & BIT(5), 0); /* avx2 */
-	CHECK_EQ(ent(c, 7, 0)->ebx, 0);		  /* nothing in leaf 7 is x86-64-v2 */
+	CHECK_EQ(ent(c, 7, 0)->ebx, 0);          /* nothing in leaf 7 is x86-64-v2 */
 	CHECK_EQ(ent(c, 7, 0)->ecx, 0);
 	e = ent(c, 0x80000001, 0);
-	CHECK(e->edx & BIT(29)); /* lm */
-	CHECK(e->edx & BIT(20)); /* nx */
-	CHECK(e->edx & BIT(11)); /* syscall */
-	CHECK(e->ecx & BIT(0));	 /* lahf_lm */
+	CHECK(e->edx & BIT(29));       /* lm */
+	CHECK(e->edx & BIT(20));       /* nx */
+	CHECK(e->edx & BIT(11));       /* syscall */
+	CHECK(e->ecx & BIT(0));        /* lahf_lm */
 	CHECK_EQ(e->edx & BIT(27), 0); /* rdtscp */
 	CHECK_EQ(e->ecx & BIT(5), 0);  /* abm */
 	free(c);

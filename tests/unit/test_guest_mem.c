@@ -10,8 +10,8 @@ static bool e820_is(const struct e820_entry *e, uint64_t addr, uint64_t size, ui
 	if (e->addr == addr && e->size == size && e->type == type)
 		return true;
 	fprintf(stderr, "e820 entry 0x%llx+0x%llx type %u, expected 0x%llx+0x%llx type %u\n",
-		(unsigned long long)e->addr, (unsigned long long)e->size, e->type,
-		(unsigned long long)addr, (unsigned long long)size, type);
+	        (unsigned long long)e->addr, (unsigned long long)e->size, e->type,
+	        (unsigned long long)addr, (unsigned long long)size, type);
 	return false;
 }
 
@@ -33,8 +33,8 @@ TEST(guest_mem_64m_translation)
 	CHECK(gm_ptr(&m, 0x1234, 16) == m.host + 0x1234);
 	CHECK(gm_ptr(&m, 64 * MiB - 1, 1) == m.host + 64 * MiB - 1); /* last byte */
 	CHECK(gm_ptr(&m, 64 * MiB - 8, 8) != NULL);
-	CHECK(gm_ptr(&m, 64 * MiB, 1) == NULL);			     /* one past */
-	CHECK(gm_ptr(&m, 64 * MiB - 1, 2) == NULL);		     /* straddles the end */
+	CHECK(gm_ptr(&m, 64 * MiB, 1) == NULL);     /* one past */
+	CHECK(gm_ptr(&m, 64 * MiB - 1, 2) == NULL); /* straddles the end */
 	CHECK(gm_ptr(&m, 0, 64 * MiB + 1) == NULL);
 	CHECK(gm_ptr(&m, 0x1000, UINT64_MAX) == NULL); /* gpa + len wraps */
 	CHECK(gm_ptr(&m, UINT64_MAX, 2) == NULL);

@@ -139,12 +139,12 @@ TEST(i8042_self_test)
 
 	kbd_setup(&k, &r);
 	CHECK_EQ(status(&k) & 0x01, 0); /* nothing to read yet */
-	CHECK(status(&k) & 0x04);	/* system flag */
+	CHECK(status(&k) & 0x04);       /* system flag */
 	cmd(&k, 0xaa);
 	CHECK_EQ(status(&k) & 0x01, 0x01);
 	CHECK_EQ(data_in(&k), 0x55);
 	CHECK_EQ(status(&k) & 0x01, 0); /* reading emptied the buffer */
-	cmd(&k, 0xab);			/* interface test */
+	cmd(&k, 0xab);                  /* interface test */
 	CHECK_EQ(status(&k) & 0x01, 0x01);
 	CHECK_EQ(data_in(&k), 0x00);
 	CHECK_EQ(r.count, 0);

@@ -107,11 +107,11 @@ TEST(iobus_overlap_rejected)
 	static const struct {
 		uint64_t base, len;
 	} overlapping[] = {
-		{0x1000, 0x100}, /* identical */
-		{0x0f00, 0x101}, /* last byte on a's first */
-		{0x10ff, 0x10},	 /* first byte on a's last */
-		{0x1080, 0x8},	 /* inside */
-		{0x0800, 0x1000}, /* around */
+	    {0x1000, 0x100},  /* identical */
+	    {0x0f00, 0x101},  /* last byte on a's first */
+	    {0x10ff, 0x10},   /* first byte on a's last */
+	    {0x1080, 0x8},    /* inside */
+	    {0x0800, 0x1000}, /* around */
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(overlapping); i++) {
 		fake_init(&b, overlapping[i].base, overlapping[i].len, 0);

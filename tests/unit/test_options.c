@@ -72,10 +72,10 @@ TEST(options_every_option)
 	struct vm_config cfg;
 
 	CHECK_EQ(parse(&cfg, "--kernel", "vmlinux", "--initrd", "initrd.cpio", "--cmdline",
-		       "console=ttyS0 quiet", "--memory", "2G", "--cpus", "4", "--cpu",
-		       "baseline,+avx,-nx", "--console", "pty", "--on-reboot", "exit", "--name", "web1",
-		       "--kvm-device", "/dev/null", "-v", "--verbose", (char *)NULL),
-		 OPTIONS_OK);
+	               "console=ttyS0 quiet", "--memory", "2G", "--cpus", "4", "--cpu",
+	               "baseline,+avx,-nx", "--console", "pty", "--on-reboot", "exit", "--name",
+	               "web1", "--kvm-device", "/dev/null", "-v", "--verbose", (char *)NULL),
+	         OPTIONS_OK);
 	CHECK_STR(errbuf, "");
 	CHECK_STR(cfg.kernel, "vmlinux");
 	CHECK_STR(cfg.initrd, "initrd.cpio");
@@ -98,27 +98,27 @@ TEST(options_value_forms)
 	struct vm_config cfg;
 
 	/* --opt=value, clustered short options, options after others. */
-	CHECK_EQ(parse(&cfg, "-vv", "--memory=64M", "--kernel=k", "--on-reboot=restart",
-		       (char *)NULL),
-		 OPTIONS_OK);
+	CHECK_EQ(
+	    parse(&cfg, "-vv", "--memory=64M", "--kernel=k", "--on-reboot=restart", (char *)NULL),
+	    OPTIONS_OK);
 	CHECK_EQ(cfg.verbose, 2);
 	CHECK_EQ(cfg.memory, 64 * MiB);
 	CHECK_STR(cfg.kernel, "k");
 	CHECK_EQ(cfg.on_reboot, ON_REBOOT_RESTART);
 
 	CHECK_EQ(parse(&cfg, "--kernel", "k", "--console", "file:/tmp/console.log", (char *)NULL),
-		 OPTIONS_OK);
+	         OPTIONS_OK);
 	CHECK_EQ(cfg.console, CONSOLE_FILE);
 	CHECK_STR(cfg.console_path, "/tmp/console.log");
-	CHECK_EQ(parse(&cfg, "--console", "pty", "--console", "stdio", "--kernel", "k",
-		       (char *)NULL),
-		 OPTIONS_OK);
+	CHECK_EQ(
+	    parse(&cfg, "--console", "pty", "--console", "stdio", "--kernel", "k", (char *)NULL),
+	    OPTIONS_OK);
 	CHECK_EQ(cfg.console, CONSOLE_STDIO);
 
 	/* The last of a repeated option wins; an empty command line is allowed. */
 	CHECK_EQ(parse(&cfg, "--kernel", "a", "--kernel", "b", "--cmdline", "", "--cpus", "254",
-		       (char *)NULL),
-		 OPTIONS_OK);
+	               (char *)NULL),
+	         OPTIONS_OK);
 	CHECK_STR(cfg.kernel, "b");
 	CHECK_STR(cfg.cmdline, "");
 	CHECK_EQ(cfg.cpus, 254);
@@ -219,8 +219,8 @@ TEST(options_parse_twice_resets_state)
 
 	/* A previous run's values do not leak into the next. */
 	CHECK_EQ(parse(&cfg, "--kernel", "c", "--memory", "1G", "--cpus", "8", "--name", "x",
-		       (char *)NULL),
-		 OPTIONS_OK);
+	               (char *)NULL),
+	         OPTIONS_OK);
 	CHECK_EQ(parse(&cfg, "--kernel", "d", (char *)NULL), OPTIONS_OK);
 	CHECK_EQ(cfg.memory, 512 * MiB);
 	CHECK_EQ(cfg.cpus, 1);

@@ -38,8 +38,8 @@ TEST(parse_size_suffixes)
 TEST(parse_size_rejects_malformed)
 {
 	static const char *const bad[] = {
-		"", "M", "12X", "-1", "1.5G", " 1G", "1G ", "1Gi", "1GiBB", "1iB", "0x10", "+5",
-		"G1", "1 G", "1KM",
+	    "",      "M",   "12X",  "-1", "1.5G", " 1G", "1G ", "1Gi",
+	    "1GiBB", "1iB", "0x10", "+5", "G1",   "1 G", "1KM",
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {

@@ -1,7 +1,7 @@
 /* echo.c: console input path — echoes host keystrokes from COM1 upper-cased until "q". */
 #include "lib.h"
 
-#define COM1 0x3f8
+#define COM1   0x3f8
 #define LSR_DR 0x01
 
 void guest_main(struct boot_params *bp)
