@@ -31,6 +31,40 @@ const char *format_size(uint64_t bytes, char *buf, size_t len);
 /* Reads a whole file into a malloc'd buffer (caller frees). Returns 0 or -errno. */
 int read_file(const char *path, uint8_t **data, size_t *len);
 
+/* Little-endian stores and loads at any alignment (guest tables, boot headers). */
+static inline void put_le16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void put_le32(uint8_t *p, uint32_t v)
+{
+	put_le16(p, (uint16_t)v);
+	put_le16(p + 2, (uint16_t)(v >> 16));
+}
+
+static inline void put_le64(uint8_t *p, uint64_t v)
+{
+	put_le32(p, (uint32_t)v);
+	put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+static inline uint16_t get_le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static inline uint32_t get_le32(const uint8_t *p)
+{
+	return get_le16(p) | ((uint32_t)get_le16(p + 2) << 16);
+}
+
+static inline uint64_t get_le64(const uint8_t *p)
+{
+	return get_le32(p) | ((uint64_t)get_le32(p + 4) << 32);
+}
+
 /* Sum of bytes, for the 8-bit checksums of MP and ACPI tables. */
 uint8_t byte_sum(const void *p, size_t len);
 

@@ -416,19 +416,6 @@ static void aml_dsdt(struct aml *a, const struct acpi_config *cfg)
 		aml_pci_host(a, cfg);
 }
 
-/* XSDT entries sit at offset 36, so 64-bit stores there are unaligned. */
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	for (unsigned i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le32(uint8_t *p, uint64_t v)
-{
-	for (unsigned i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static void acpi_header_init(struct acpi_header *h, const char *sig, uint32_t len, uint8_t rev)
 {
 	memcpy(h->signature, sig, 4);

@@ -3,13 +3,7 @@
 #define VMSTACK_BOOT_INTERNAL_H
 
 #include "boot.h"
-
-void put_le16(uint8_t *p, uint16_t v);
-void put_le32(uint8_t *p, uint32_t v);
-void put_le64(uint8_t *p, uint64_t v);
-uint16_t get_le16(const uint8_t *p);
-uint32_t get_le32(const uint8_t *p);
-uint64_t get_le64(const uint8_t *p);
+#include "util.h"
 
 /* Copies the command line to GM_CMDLINE; -E2BIG (with message) if longer than max_len - 1. */
 int boot_place_cmdline(const struct guest_mem *m, const struct boot_config *cfg, uint64_t max_len,

@@ -7,39 +7,6 @@
 #include "boot_internal.h"
 #include "util.h"
 
-void put_le16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-void put_le32(uint8_t *p, uint32_t v)
-{
-	put_le16(p, (uint16_t)v);
-	put_le16(p + 2, (uint16_t)(v >> 16));
-}
-
-void put_le64(uint8_t *p, uint64_t v)
-{
-	put_le32(p, (uint32_t)v);
-	put_le32(p + 4, (uint32_t)(v >> 32));
-}
-
-uint16_t get_le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-uint32_t get_le32(const uint8_t *p)
-{
-	return get_le16(p) | ((uint32_t)get_le16(p + 2) << 16);
-}
-
-uint64_t get_le64(const uint8_t *p)
-{
-	return get_le32(p) | ((uint64_t)get_le32(p + 4) << 32);
-}
-
 int boot_place_cmdline(const struct guest_mem *m, const struct boot_config *cfg, uint64_t max_len,
                        char *err, size_t errlen)
 {
