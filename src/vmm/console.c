@@ -53,7 +53,8 @@ static int open_stdio(struct console *c)
 {
 	struct termios raw;
 
-	c->in_fd = STDIN_FILENO;
+	/* Started with stdin closed (a daemon, some CI runners): no input, nothing to poll. */
+	c->in_fd = fcntl(STDIN_FILENO, F_GETFD) < 0 ? -1 : STDIN_FILENO;
 	c->out_fd = STDOUT_FILENO;
 	if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_termios) < 0)
 		return 0; /* pipe or file: pass bytes through unchanged */

@@ -86,7 +86,9 @@ static enum machine_exit supervise(struct machine *m, struct console *con, int s
 				         strsignal((int)si.ssi_signo));
 			return MACHINE_STOPPED;
 		}
-		if (p[2].revents & (POLLIN | POLLHUP | POLLERR)) {
+		if (p[2].revents & POLLNVAL) {
+			input_open = false; /* stdin was closed before we started */
+		} else if (p[2].revents & (POLLIN | POLLHUP | POLLERR)) {
 			bool quit = false;
 			ssize_t n = console_read(con, pending, sizeof(pending), &quit);
 			if (quit) {

@@ -142,3 +142,24 @@ def test_pty_console(vmstack_vm):
     finally:
         p.kill()
         p.wait()
+
+
+def main_thread_cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/task/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("stdin", ["closed", "devnull"])
+def test_no_input_does_not_spin(vmstack_vm, stdin):
+    """With stdin closed or at EOF the main loop must sleep, not poll a dead fd in a loop."""
+    cmd = [str(vmtest.monitor_path()), "run", "--kernel", str(guest("echo")), "--memory", "32M"]
+    kw = {"stdin": subprocess.DEVNULL} if stdin == "devnull" else {"preexec_fn": lambda: os.close(0)}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    try:
+        assert b"echo: ready" in read_until(p.stdout.fileno(), b"echo: ready")
+        time.sleep(1.5)
+        assert p.poll() is None
+        assert main_thread_cpu_seconds(p.pid) < 0.5
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0
