@@ -1,5 +1,6 @@
 /* main.c: vmstack-vm — the per-VM monitor process: parse, check, create, run, supervise. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -226,6 +227,14 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+	/*
+	 * Started with stdin/stdout/stderr closed, the next open() would take their numbers
+	 * and console or log output would land in an eventfd. Put /dev/null there first.
+	 */
+	for (int fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd)
+			return EXIT_CONFIG;
+	}
 	log_set_prefix("vmstack-vm");
 	if (argc < 2) {
 		usage(stderr);
