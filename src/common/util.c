@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -114,6 +115,39 @@ int read_file(const char *path, uint8_t **data, size_t *len)
 	*data = buf;
 	*len = got;
 	return 0;
+}
+
+int map_file(const char *path, const uint8_t **data, size_t *len)
+{
+	struct stat st;
+	void *p;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		int err = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+		close(fd);
+		return err;
+	}
+	*data = NULL;
+	*len = (size_t)st.st_size;
+	if (st.st_size == 0) {
+		close(fd);
+		return 0;
+	}
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		return -errno;
+	*data = p;
+	return 0;
+}
+
+void unmap_file(const uint8_t *data, size_t len)
+{
+	if (data && len)
+		munmap((void *)data, len);
 }
 
 uint8_t byte_sum(const void *p, size_t len)

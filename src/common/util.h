@@ -31,6 +31,14 @@ const char *format_size(uint64_t bytes, char *buf, size_t len);
 /* Reads a whole file into a malloc'd buffer (caller frees). Returns 0 or -errno. */
 int read_file(const char *path, uint8_t **data, size_t *len);
 
+/*
+ * Maps a regular file read-only (MAP_PRIVATE): its pages cost no memory once unmapped,
+ * unlike a read() copy. Returns 0 or -errno (-EISDIR, -EINVAL for non-regular files).
+ * An empty file gives data == NULL, len == 0.
+ */
+int map_file(const char *path, const uint8_t **data, size_t *len);
+void unmap_file(const uint8_t *data, size_t len);
+
 /* Little-endian stores and loads at any alignment (guest tables, boot headers). */
 static inline void put_le16(uint8_t *p, uint16_t v)
 {

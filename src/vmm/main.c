@@ -30,10 +30,10 @@ static void console_out(void *opaque, const uint8_t *buf, size_t len)
 	console_write(opaque, buf, len);
 }
 
-/* Reads a user-named file with an error that says which option it came from. */
-static int load_file(const char *opt, const char *path, uint8_t **data, size_t *len)
+/* Maps a user-named file with an error that says which option it came from. */
+static int load_file(const char *opt, const char *path, const uint8_t **data, size_t *len)
 {
-	int r = read_file(path, data, len);
+	int r = map_file(path, data, len);
 
 	if (r == 0)
 		return 0;
@@ -55,6 +55,25 @@ static int load_file(const char *opt, const char *path, uint8_t **data, size_t *
 		break;
 	}
 	return r;
+}
+
+static int map_boot_files(const struct vm_config *cfg, struct boot_config *boot)
+{
+	if (load_file("--kernel", cfg->kernel, &boot->kernel, &boot->kernel_len) < 0)
+		return -1;
+	if (cfg->initrd && load_file("--initrd", cfg->initrd, &boot->initrd, &boot->initrd_len) < 0) {
+		unmap_file(boot->kernel, boot->kernel_len);
+		boot->kernel = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static void unmap_boot_files(struct boot_config *boot)
+{
+	unmap_file(boot->kernel, boot->kernel_len);
+	unmap_file(boot->initrd, boot->initrd_len);
+	boot->kernel = boot->initrd = NULL;
 }
 
 /*
@@ -118,10 +137,8 @@ static int cmd_run(int argc, char **argv)
 	struct machine_host host;
 	enum machine_exit why;
 	char err[512];
-	uint8_t *kernel = NULL, *initrd = NULL;
-	size_t kernel_len = 0, initrd_len = 0;
 	sigset_t sigs;
-	int sig_fd, status = EXIT_CONFIG;
+	int sig_fd, r, status = EXIT_CONFIG;
 	unsigned boots = 0;
 
 	switch (options_parse(argc, argv, &cfg, err, sizeof(err))) {
@@ -137,21 +154,15 @@ static int cmd_run(int argc, char **argv)
 	if (cfg.name)
 		prctl(PR_SET_NAME, cfg.name, 0, 0, 0);
 
-	if (load_file("--kernel", cfg.kernel, &kernel, &kernel_len) < 0)
-		return EXIT_CONFIG;
-	if (cfg.initrd && load_file("--initrd", cfg.initrd, &initrd, &initrd_len) < 0) {
-		free(kernel);
-		return EXIT_CONFIG;
-	}
 	boot = (struct boot_config){
-	    .kernel_path = cfg.kernel,
-	    .kernel = kernel,
-	    .kernel_len = kernel_len,
-	    .initrd_path = cfg.initrd,
-	    .initrd = initrd,
-	    .initrd_len = initrd_len,
-	    .cmdline = cfg.cmdline,
+		.kernel_path = cfg.kernel,
+		.initrd_path = cfg.initrd,
+		.cmdline = cfg.cmdline,
 	};
+	/* Checked now so a bad path fails before the terminal changes; mapped again per boot. */
+	if (map_boot_files(&cfg, &boot) < 0)
+		return EXIT_CONFIG;
+	unmap_boot_files(&boot);
 
 	/* Termination signals arrive through a signalfd; vCPU threads inherit the mask. */
 	sigemptyset(&sigs);
@@ -173,7 +184,17 @@ static int cmd_run(int argc, char **argv)
 	host = (struct machine_host){.console_out = console_out, .opaque = &con};
 
 	for (;;) {
-		if (machine_create(&m, &cfg, &boot, &host, err, sizeof(err)) < 0) {
+		/*
+		 * The files are mapped only while the machine is built: afterwards they cost
+		 * no memory, and a reboot loads the kernel as it is on disk then.
+		 */
+		if (map_boot_files(&cfg, &boot) < 0) {
+			status = EXIT_CONFIG;
+			break;
+		}
+		r = machine_create(&m, &cfg, &boot, &host, err, sizeof(err));
+		unmap_boot_files(&boot);
+		if (r < 0) {
 			log_err("%s", err);
 			status = EXIT_CONFIG;
 			break;
@@ -214,8 +235,6 @@ static int cmd_run(int argc, char **argv)
 out_sig:
 	close(sig_fd);
 out_files:
-	free(kernel);
-	free(initrd);
 	return status;
 }
 
