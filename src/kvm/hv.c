@@ -135,7 +135,8 @@ int hv_irq_line(struct hv *hv, uint32_t irq, bool level)
 
 struct kvm_cpuid2 *hv_supported_cpuid(struct hv *hv)
 {
-	for (unsigned n = 64; n <= 4096; n *= 2) {
+	/* 256 covers today's CPUs in one call; each E2BIG retry costs about a millisecond. */
+	for (unsigned n = 256; n <= 4096; n *= 2) {
 		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
 		if (!c)
 			return NULL;
