@@ -97,8 +97,7 @@ static enum machine_exit supervise(struct machine *m, struct console *con, int s
 
 		if (poll(p, 3, timeout) < 0 && errno != EINTR)
 			return MACHINE_FAILED;
-		if (p[0].revents & POLLIN)
-			return MACHINE_RUNNING; /* the machine has its own reason */
+		/* The host's request first: a guest that reboots in a loop must still stop. */
 		if (p[1].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			if (read(sig_fd, &si, sizeof(si)) == sizeof(si))
@@ -106,6 +105,8 @@ static enum machine_exit supervise(struct machine *m, struct console *con, int s
 				         strsignal((int)si.ssi_signo));
 			return MACHINE_STOPPED;
 		}
+		if (p[0].revents & POLLIN)
+			return MACHINE_RUNNING; /* the machine has its own reason */
 		if (p[2].revents & POLLNVAL) {
 			input_open = false; /* stdin was closed before we started */
 		} else if (p[2].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -140,6 +141,7 @@ static int cmd_run(int argc, char **argv)
 	sigset_t sigs;
 	int sig_fd, r, status = EXIT_CONFIG;
 	unsigned boots = 0;
+	bool host_stop;
 
 	switch (options_parse(argc, argv, &cfg, err, sizeof(err))) {
 	case OPTIONS_HELP:
@@ -204,9 +206,12 @@ static int cmd_run(int argc, char **argv)
 			why = supervise(&m, &con, sig_fd);
 		else
 			why = MACHINE_FAILED;
-		if (why == MACHINE_STOPPED)
+		host_stop = why == MACHINE_STOPPED;
+		if (host_stop)
 			machine_request_exit(&m, MACHINE_STOPPED);
 		why = machine_stop(&m);
+		if (host_stop)
+			why = MACHINE_STOPPED; /* wins over a reset the guest did meanwhile */
 		machine_destroy(&m);
 
 		if (why == MACHINE_RESET && cfg.on_reboot == ON_REBOOT_RESTART) {
