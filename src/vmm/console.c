@@ -149,10 +149,12 @@ void console_write(struct console *c, const uint8_t *buf, size_t len)
 {
 	while (len > 0 && c->out_fd >= 0) {
 		ssize_t n = write(c->out_fd, buf, len);
-		if (n < 0 && errno == EINTR)
-			continue;
+		/*
+		 * EINTR: this vCPU thread was kicked because the VM is stopping; a reader that
+		 * went away or a full pty must not stall the guest either. Drop the rest.
+		 */
 		if (n <= 0)
-			return; /* reader gone or pty full: the guest must not stall on us */
+			return;
 		buf += n;
 		len -= (size_t)n;
 	}

@@ -1,5 +1,6 @@
 """test_console.py: console backends (stdio terminal, file, pty), input, escape and signals."""
 
+import fcntl
 import os
 import pty
 import re
@@ -12,6 +13,8 @@ import time
 import pytest
 
 import vmtest
+
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, missing from older Pythons
 
 
 def guest(name):
@@ -163,3 +166,19 @@ def test_no_input_does_not_spin(vmstack_vm, stdin):
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=10) == 0
+
+
+def test_stop_while_console_blocked(vmstack_vm):
+    """A guest blocked writing to a console nobody reads still stops on SIGTERM."""
+    p = subprocess.Popen([str(vmtest.monitor_path()), "run", "--kernel", str(guest("hello")),
+                          "--memory", "32M", "--cmdline", "flood"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        fcntl.fcntl(p.stdout.fileno(), F_SETPIPE_SZ, 4096)  # full within ~0.2 s
+        time.sleep(1.5)
+        assert p.poll() is None
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0
+    finally:
+        p.kill()
+        p.wait()

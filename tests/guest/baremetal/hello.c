@@ -24,6 +24,10 @@ void guest_main(struct boot_params *bp)
 	}
 	print("mem: %lu KiB usable in %u e820 entries\n", usable >> 10, n);
 
+	/* "flood": console output without end, for tests of a console nobody reads. */
+	for (uint64_t i = 0; cmdline_has(cmdline, "flood"); i++)
+		print("flood line %lu ..................................................\n", i);
+
 	if (n == 0)
 		fail("empty e820 table");
 	if (!covers_image)
