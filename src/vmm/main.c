@@ -153,8 +153,13 @@ static int cmd_run(int argc, char **argv)
 		break;
 	}
 	log_set_level(cfg.verbose >= 2 ? LOG_DEBUG : cfg.verbose ? LOG_INFO : LOG_WARN);
-	if (cfg.name)
+	if (cfg.name) {
+		/* Several VMs logging to one terminal or journal: say which one speaks. */
+		static char prefix[80];
+		snprintf(prefix, sizeof(prefix), "vmstack-vm[%s]", cfg.name);
+		log_set_prefix(prefix);
 		prctl(PR_SET_NAME, cfg.name, 0, 0, 0);
+	}
 
 	boot = (struct boot_config){
 		.kernel_path = cfg.kernel,

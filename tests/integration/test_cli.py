@@ -149,3 +149,9 @@ def test_help_and_cpu_list():
     assert r.returncode == 0 and "--kernel PATH" in r.stdout
     r = run(["run", "--cpu", "help"])
     assert r.returncode == 0 and "kvm-pv-ipi" in r.stdout and "avx2" in r.stdout
+
+
+def test_name_labels_messages(hello):
+    r = run(["run", "--name", "web1", "-v", "--kernel", str(hello), "--memory", "32M"])
+    assert r.returncode == 0, r.stderr
+    assert "vmstack-vm[web1]: guest powered off" in r.stderr
