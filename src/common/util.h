@@ -28,9 +28,6 @@ int parse_size(const char *s, uint64_t *out);
 /* Formats a byte count as "512 MiB" / "1.5 GiB" into buf; returns buf. */
 const char *format_size(uint64_t bytes, char *buf, size_t len);
 
-/* Reads a whole file into a malloc'd buffer (caller frees). Returns 0 or -errno. */
-int read_file(const char *path, uint8_t **data, size_t *len);
-
 /*
  * Maps a regular file read-only (MAP_PRIVATE): its pages cost no memory once unmapped,
  * unlike a read() copy. Returns 0 or -errno (-EISDIR, -EINVAL for non-regular files).

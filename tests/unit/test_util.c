@@ -1,5 +1,7 @@
 /* test_util.c: parse_size, format_size and byte_sum from src/common/util.h. */
 #include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "test.h"
 #include "util.h"
@@ -114,4 +116,38 @@ TEST(byte_sum_values)
 	CHECK_EQ(byte_sum(table, sizeof(table)), 0);
 	table[5] ^= 1;
 	CHECK(byte_sum(table, sizeof(table)) != 0);
+}
+
+TEST(map_file_regular_empty_and_errors)
+{
+	char dir[] = "/tmp/vmstack-test-XXXXXX";
+	char path[64];
+	const uint8_t *data = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/f", dir);
+	f = fopen(path, "w");
+	CHECK(f != NULL);
+	fputs("kernel bytes", f);
+	fclose(f);
+	CHECK_EQ(map_file(path, &data, &len), 0);
+	CHECK_EQ(len, 12);
+	CHECK(data && memcmp(data, "kernel bytes", 12) == 0);
+	unmap_file(data, len);
+
+	f = fopen(path, "w"); /* now empty */
+	fclose(f);
+	CHECK_EQ(map_file(path, &data, &len), 0);
+	CHECK(data == NULL);
+	CHECK_EQ(len, 0);
+
+	CHECK_EQ(map_file(dir, &data, &len), -EISDIR);
+	CHECK_EQ(map_file("/dev/null", &data, &len), -EINVAL);
+	snprintf(path, sizeof(path), "%s/missing", dir);
+	CHECK_EQ(map_file(path, &data, &len), -ENOENT);
+	snprintf(path, sizeof(path), "%s/f", dir);
+	unlink(path);
+	rmdir(dir);
 }
