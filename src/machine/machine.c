@@ -362,10 +362,18 @@ void machine_request_exit(struct machine *m, enum machine_exit why)
 	}
 }
 
-enum machine_exit machine_stop(struct machine *m)
+enum machine_exit machine_exit_reason(struct machine *m)
 {
 	enum machine_exit why;
 
+	pthread_mutex_lock(&m->exit_lock);
+	why = m->exit_reason;
+	pthread_mutex_unlock(&m->exit_lock);
+	return why;
+}
+
+enum machine_exit machine_stop(struct machine *m)
+{
 	atomic_store(&m->stopping, true);
 	for (unsigned i = 0; m->vcpus && i < m->ncpus; i++)
 		vcpu_kick(&m->vcpus[i]);
@@ -375,10 +383,7 @@ enum machine_exit machine_stop(struct machine *m)
 			m->vcpus[i].started = false;
 		}
 	}
-	pthread_mutex_lock(&m->exit_lock);
-	why = m->exit_reason;
-	pthread_mutex_unlock(&m->exit_lock);
-	return why;
+	return machine_exit_reason(m);
 }
 
 void machine_destroy(struct machine *m)

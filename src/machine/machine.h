@@ -83,6 +83,9 @@ int machine_start(struct machine *m);
 /* Records why the machine should stop (the first reason wins) and wakes event_fd. */
 void machine_request_exit(struct machine *m, enum machine_exit why);
 
+/* The recorded exit reason (MACHINE_RUNNING while none). */
+enum machine_exit machine_exit_reason(struct machine *m);
+
 /* Stops and joins the vCPU threads; returns the recorded exit reason. */
 enum machine_exit machine_stop(struct machine *m);
 

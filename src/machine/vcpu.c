@@ -252,7 +252,7 @@ void *vcpu_thread(void *arg)
 			break;
 	}
 	/* With -vv, a VM stopped from the host shows where each vCPU was: hangs are debuggable. */
-	if (m->exit_reason == MACHINE_STOPPED && log_get_level() >= LOG_DEBUG)
+	if (log_get_level() >= LOG_DEBUG && machine_exit_reason(m) == MACHINE_STOPPED)
 		vcpu_dump_state(v);
 	current_run = NULL;
 	return NULL;

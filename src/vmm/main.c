@@ -166,10 +166,9 @@ static int cmd_run(int argc, char **argv)
 		.initrd_path = cfg.initrd,
 		.cmdline = cfg.cmdline,
 	};
-	/* Checked now so a bad path fails before the terminal changes; mapped again per boot. */
+	/* Mapped now so a bad path fails before the terminal changes; the first boot uses it. */
 	if (map_boot_files(&cfg, &boot) < 0)
 		return EXIT_CONFIG;
-	unmap_boot_files(&boot);
 
 	/* Termination signals arrive through a signalfd; vCPU threads inherit the mask. */
 	sigemptyset(&sigs);
@@ -195,7 +194,7 @@ static int cmd_run(int argc, char **argv)
 		 * The files are mapped only while the machine is built: afterwards they cost
 		 * no memory, and a reboot loads the kernel as it is on disk then.
 		 */
-		if (map_boot_files(&cfg, &boot) < 0) {
+		if (!boot.kernel && map_boot_files(&cfg, &boot) < 0) {
 			status = EXIT_CONFIG;
 			break;
 		}
@@ -245,6 +244,7 @@ static int cmd_run(int argc, char **argv)
 out_sig:
 	close(sig_fd);
 out_files:
+	unmap_boot_files(&boot);
 	return status;
 }
 

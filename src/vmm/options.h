@@ -17,8 +17,8 @@ enum options_result {
 
 /*
  * Parses argv (after the "run" word) into cfg. Checks values, not files: files are
- * opened later so their errors can name what failed. Pure: no I/O except --help text
- * written to `help_out`.
+ * opened later so their errors can name what failed. Pure: no I/O except the --help
+ * and --cpu help text written to stdout.
  */
 enum options_result options_parse(int argc, char **argv, struct vm_config *cfg, char *err,
                                   size_t errlen);
