@@ -61,7 +61,8 @@ static int map_boot_files(const struct vm_config *cfg, struct boot_config *boot)
 {
 	if (load_file("--kernel", cfg->kernel, &boot->kernel, &boot->kernel_len) < 0)
 		return -1;
-	if (cfg->initrd && load_file("--initrd", cfg->initrd, &boot->initrd, &boot->initrd_len) < 0) {
+	if (cfg->initrd &&
+	    load_file("--initrd", cfg->initrd, &boot->initrd, &boot->initrd_len) < 0) {
 		unmap_file(boot->kernel, boot->kernel_len);
 		boot->kernel = NULL;
 		return -1;
@@ -162,9 +163,9 @@ static int cmd_run(int argc, char **argv)
 	}
 
 	boot = (struct boot_config){
-		.kernel_path = cfg.kernel,
-		.initrd_path = cfg.initrd,
-		.cmdline = cfg.cmdline,
+	    .kernel_path = cfg.kernel,
+	    .initrd_path = cfg.initrd,
+	    .cmdline = cfg.cmdline,
 	};
 	/* Mapped now so a bad path fails before the terminal changes; the first boot uses it. */
 	if (map_boot_files(&cfg, &boot) < 0)
