@@ -33,6 +33,9 @@ struct ratelimit {
 	unsigned printed;
 	unsigned suppressed;
 };
+/* At most 10 messages per 5 s. */
+#define RATELIMIT_INIT {.interval_ms = 5000, .burst = 10}
+
 bool ratelimit_ok(struct ratelimit *rl);
 
 #define log_ratelimited(rl, level, ...)                                                            \

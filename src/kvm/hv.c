@@ -15,10 +15,17 @@ static const struct {
 	long cap;
 	const char *name;
 } required_caps[] = {
-    {KVM_CAP_IRQCHIP, "in-kernel irqchip"},         {KVM_CAP_HLT, "in-kernel HLT"},
-    {KVM_CAP_USER_MEMORY, "user memory slots"},     {KVM_CAP_SET_TSS_ADDR, "TSS address"},
-    {KVM_CAP_EXT_CPUID, "KVM_GET_SUPPORTED_CPUID"}, {KVM_CAP_PIT2, "in-kernel PIT"},
-    {KVM_CAP_IRQ_ROUTING, "IRQ routing"},           {KVM_CAP_IMMEDIATE_EXIT, "immediate exit"},
+    {KVM_CAP_IRQCHIP, "in-kernel irqchip"},
+    {KVM_CAP_HLT, "in-kernel HLT"},
+    {KVM_CAP_USER_MEMORY, "user memory slots"},
+    {KVM_CAP_SET_TSS_ADDR, "TSS address"},
+    {KVM_CAP_EXT_CPUID, "KVM_GET_SUPPORTED_CPUID"},
+    {KVM_CAP_PIT2, "in-kernel PIT"},
+    {KVM_CAP_IRQ_ROUTING, "IRQ routing"},
+    {KVM_CAP_IMMEDIATE_EXIT, "immediate exit"},
+    {KVM_CAP_IRQFD, "irqfd"},
+    {KVM_CAP_IOEVENTFD, "ioeventfd"},
+    {KVM_CAP_SIGNAL_MSI, "MSI injection"},
 };
 
 int hv_open(struct hv *hv, const char *dev, char *err, size_t errlen)
@@ -68,6 +75,8 @@ int hv_open(struct hv *hv, const char *dev, char *err, size_t errlen)
 	if (hv->max_vcpus <= 0)
 		hv->max_vcpus = 4;
 	hv->nr_memslots = ioctl(hv->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
+	pthread_mutex_init(&hv->route_lock, NULL);
+	hv->route_lock_ready = true;
 	/* Try, and report KVM's own error: no gating on CPUID vmx/svm flags. */
 	do {
 		hv->vm_fd = ioctl(hv->sys_fd, KVM_CREATE_VM, 0);
@@ -85,6 +94,10 @@ int hv_open(struct hv *hv, const char *dev, char *err, size_t errlen)
 
 void hv_close(struct hv *hv)
 {
+	if (hv->route_lock_ready) {
+		pthread_mutex_destroy(&hv->route_lock);
+		hv->route_lock_ready = false;
+	}
 	if (hv->vm_fd >= 0)
 		close(hv->vm_fd);
 	if (hv->sys_fd >= 0)
@@ -166,4 +179,126 @@ int hv_create_vcpu(struct hv *hv, unsigned id, struct kvm_run **run)
 	}
 	*run = p;
 	return fd;
+}
+
+/* --- interrupt routing --- */
+
+int hv_msi_route_alloc(struct hv *hv)
+{
+	int gsi = -ENOSPC;
+
+	pthread_mutex_lock(&hv->route_lock);
+	for (int i = 0; i < HV_MAX_MSI; i++) {
+		if (!hv->msi[i].used) {
+			hv->msi[i] = (struct hv_msi_route){.used = true};
+			gsi = HV_IOAPIC_PINS + i;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&hv->route_lock);
+	return gsi;
+}
+
+/* KVM_SET_GSI_ROUTING replaces the whole table: KVM's defaults first, then our MSIs. */
+static int commit_routes(struct hv *hv)
+{
+	size_t max = 16 + HV_IOAPIC_PINS + HV_MAX_MSI;
+	struct kvm_irq_routing *t =
+	    calloc(1, sizeof(*t) + max * sizeof(struct kvm_irq_routing_entry));
+	unsigned n = 0;
+	int r;
+
+	if (!t)
+		return -ENOMEM;
+	for (unsigned pin = 0; pin < HV_IOAPIC_PINS; pin++) {
+		t->entries[n++] = (struct kvm_irq_routing_entry){
+		    .gsi = pin,
+		    .type = KVM_IRQ_ROUTING_IRQCHIP,
+		    .u.irqchip = {.irqchip = KVM_IRQCHIP_IOAPIC, .pin = pin}};
+		if (pin < 16)
+			t->entries[n++] = (struct kvm_irq_routing_entry){
+			    .gsi = pin,
+			    .type = KVM_IRQ_ROUTING_IRQCHIP,
+			    .u.irqchip = {.irqchip = pin < 8 ? KVM_IRQCHIP_PIC_MASTER
+			                                     : KVM_IRQCHIP_PIC_SLAVE,
+			                  .pin = pin & 7}};
+	}
+	for (unsigned i = 0; i < HV_MAX_MSI; i++) {
+		struct hv_msi_route *m = &hv->msi[i];
+		if (!m->used || !m->valid)
+			continue;
+		t->entries[n++] = (struct kvm_irq_routing_entry){
+		    .gsi = HV_IOAPIC_PINS + i,
+		    .type = KVM_IRQ_ROUTING_MSI,
+		    .u.msi = {.address_lo = (uint32_t)m->addr,
+		              .address_hi = (uint32_t)(m->addr >> 32),
+		              .data = m->data}};
+	}
+	t->nr = n;
+	r = ioctl(hv->vm_fd, KVM_SET_GSI_ROUTING, t) < 0 ? -errno : 0;
+	free(t);
+	return r;
+}
+
+void hv_msi_route_free(struct hv *hv, int gsi)
+{
+	unsigned i = (unsigned)(gsi - HV_IOAPIC_PINS);
+	bool was_valid;
+
+	if (gsi < HV_IOAPIC_PINS || i >= HV_MAX_MSI)
+		return;
+	pthread_mutex_lock(&hv->route_lock);
+	was_valid = hv->msi[i].valid;
+	hv->msi[i] = (struct hv_msi_route){0};
+	if (was_valid)
+		commit_routes(hv);
+	pthread_mutex_unlock(&hv->route_lock);
+}
+
+int hv_msi_route_set(struct hv *hv, int gsi, uint64_t addr, uint32_t data, bool valid)
+{
+	unsigned i = (unsigned)(gsi - HV_IOAPIC_PINS);
+	struct hv_msi_route *m;
+	int r = 0;
+
+	if (gsi < HV_IOAPIC_PINS || i >= HV_MAX_MSI)
+		return -EINVAL;
+	pthread_mutex_lock(&hv->route_lock);
+	m = &hv->msi[i];
+	if (m->valid != valid || (valid && (m->addr != addr || m->data != data))) {
+		m->addr = addr;
+		m->data = data;
+		m->valid = valid;
+		r = commit_routes(hv);
+	}
+	pthread_mutex_unlock(&hv->route_lock);
+	return r;
+}
+
+int hv_signal_msi(struct hv *hv, uint64_t addr, uint32_t data)
+{
+	struct kvm_msi msi = {
+	    .address_lo = (uint32_t)addr, .address_hi = (uint32_t)(addr >> 32), .data = data};
+
+	return ioctl(hv->vm_fd, KVM_SIGNAL_MSI, &msi) < 0 ? -errno : 0;
+}
+
+int hv_irqfd(struct hv *hv, int fd, int gsi, bool assign)
+{
+	struct kvm_irqfd req = {.fd = (uint32_t)fd,
+	                        .gsi = (uint32_t)gsi,
+	                        .flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN};
+
+	return ioctl(hv->vm_fd, KVM_IRQFD, &req) < 0 ? -errno : 0;
+}
+
+int hv_ioeventfd(struct hv *hv, int fd, uint64_t addr, unsigned len, bool pio, bool assign)
+{
+	struct kvm_ioeventfd req = {.addr = addr,
+	                            .len = len,
+	                            .fd = fd,
+	                            .flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) |
+	                                     (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN)};
+
+	return ioctl(hv->vm_fd, KVM_IOEVENTFD, &req) < 0 ? -errno : 0;
 }

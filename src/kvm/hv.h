@@ -3,9 +3,21 @@
 #define VMSTACK_HV_H
 
 #include <linux/kvm.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* GSIs 0-23 are the in-kernel PIC/IOAPIC pins; MSI routes take the GSIs after them. */
+#define HV_IOAPIC_PINS 24
+#define HV_MAX_MSI     512
+
+struct hv_msi_route {
+	uint64_t addr;
+	uint32_t data;
+	bool used;  /* allocated to a device vector */
+	bool valid; /* addr/data programmed: present in KVM's routing table */
+};
 
 /* The KVM system and VM file descriptors. */
 struct hv {
@@ -14,6 +26,9 @@ struct hv {
 	int vcpu_mmap_size;
 	int max_vcpus;
 	int nr_memslots;
+	pthread_mutex_t route_lock;
+	bool route_lock_ready;
+	struct hv_msi_route msi[HV_MAX_MSI]; /* msi[i] is GSI HV_IOAPIC_PINS + i */
 };
 
 /*
@@ -40,5 +55,28 @@ struct kvm_cpuid2 *hv_supported_cpuid(struct hv *hv);
 
 /* Creates vCPU `id`; maps its kvm_run into *run. Returns the vCPU fd or -errno. */
 int hv_create_vcpu(struct hv *hv, unsigned id, struct kvm_run **run);
+
+/*
+ * MSI through KVM's GSI routing: a device vector gets a GSI (hv_msi_route_alloc), the
+ * guest's address/data for it are installed with hv_msi_route_set (the whole table, the
+ * default PIC/IOAPIC routes included, goes to KVM_SET_GSI_ROUTING), and an irqfd bound to
+ * that GSI lets an I/O thread interrupt the guest with one eventfd write.
+ */
+int hv_msi_route_alloc(struct hv *hv); /* a GSI, or -ENOSPC */
+void hv_msi_route_free(struct hv *hv, int gsi);
+/* valid=false removes the route (the vector is not programmed). Returns 0 or -errno. */
+int hv_msi_route_set(struct hv *hv, int gsi, uint64_t addr, uint32_t data, bool valid);
+/* KVM_SIGNAL_MSI: one interrupt without a route (slow path). */
+int hv_signal_msi(struct hv *hv, uint64_t addr, uint32_t data);
+
+/* Binds (assign) or unbinds eventfd `fd` to `gsi`: a write to fd raises that interrupt. */
+int hv_irqfd(struct hv *hv, int fd, int gsi, bool assign);
+
+/*
+ * Binds eventfd `fd` to guest writes of `len` bytes (1, 2, 4, 8; 0 = any length) at
+ * `addr` in MMIO (pio=false) or port space: KVM signals fd and resumes the vCPU at once,
+ * without an exit to the monitor.
+ */
+int hv_ioeventfd(struct hv *hv, int fd, uint64_t addr, unsigned len, bool pio, bool assign);
 
 #endif

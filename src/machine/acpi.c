@@ -349,6 +349,29 @@ static void res_address(struct aml *a, uint8_t tag, unsigned width, uint8_t type
 	aml_le(a, len, width);           /* length */
 }
 
+/* Name(_PRT, Package(){ Package(){0xSSSSFFFF, 0, Zero, GSI}, ... }): INTA of each slot. */
+static void aml_prt(struct aml *a, uint8_t gsi_base)
+{
+	size_t outer, inner;
+
+	aml_byte(a, AML_NAME_OP);
+	aml_bytes(a, "_PRT", 4);
+	aml_byte(a, AML_PACKAGE_OP);
+	outer = aml_open(a);
+	aml_byte(a, 31); /* NumElements: slots 1..31 */
+	for (unsigned slot = 1; slot < 32; slot++) {
+		aml_byte(a, AML_PACKAGE_OP);
+		inner = aml_open(a);
+		aml_byte(a, 4);
+		aml_integer(a, (uint64_t)slot << 16 | 0xffff); /* any function of the slot */
+		aml_integer(a, 0);                             /* INTA */
+		aml_integer(a, 0);                             /* no link device: a GSI */
+		aml_integer(a, gsi_base + slot % 8);
+		aml_close(a, inner);
+	}
+	aml_close(a, outer);
+}
+
 static void aml_pci_host(struct aml *a, const struct acpi_config *cfg)
 {
 	static const uint8_t cf8_ports[] = {RES_IO, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08};
@@ -391,6 +414,8 @@ static void aml_pci_host(struct aml *a, const struct acpi_config *cfg)
 	aml_integer(a, crs.len);
 	aml_bytes(a, crs.buf, crs.len);
 	aml_close(a, buffer);
+	if (cfg->pci_intx_gsi_base)
+		aml_prt(a, cfg->pci_intx_gsi_base);
 	aml_close(a, dev);
 	aml_close(a, scope);
 }
@@ -565,7 +590,7 @@ static int acpi_check_config(const struct acpi_config *cfg)
 
 int acpi_build(const struct acpi_config *cfg, uint8_t *buf, size_t len, uint64_t gpa)
 {
-	uint8_t aml_buf[512];
+	uint8_t aml_buf[2048];
 	struct aml aml = {.buf = aml_buf, .cap = sizeof(aml_buf)};
 	size_t rsdp_off = 0, xsdt_off, rsdt_off, fadt_off, facs_off, madt_off, dsdt_off, end;
 	size_t xsdt_len, rsdt_len, madt_len, dsdt_len;

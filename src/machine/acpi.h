@@ -55,10 +55,12 @@ struct acpi_config {
 	 * DSDT. With ACPI on, Linux scans only the root bridges the DSDT declares, so a machine
 	 * with PCI devices must set pci_host or the guest sees none of them. The bridge's _CRS
 	 * lists bus 0-255, all I/O ports except 0xcf8-0xcff, and the memory windows below (a
-	 * zero length leaves a window out). There is no _PRT: Linux then routes INTx from each
-	 * function's Interrupt Line register (level, active low, ISA IRQs only).
+	 * zero length leaves a window out). Its _PRT wires INTA of slot s (1..31) to GSI
+	 * pci_intx_gsi_base + s % 8 (level triggered, active low, as ACPI defines for GSIs
+	 * named directly); pci_intx_gsi_base 0 leaves _PRT out.
 	 */
 	bool pci_host;
+	uint8_t pci_intx_gsi_base;
 	uint32_t pci_mmio32_base, pci_mmio32_len; /* below 4 GiB */
 	uint64_t pci_mmio64_base, pci_mmio64_len; /* above 4 GiB */
 };

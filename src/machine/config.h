@@ -2,12 +2,37 @@
 #ifndef VMSTACK_CONFIG_H
 #define VMSTACK_CONFIG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
+#include "block.h"
 #include "cpuid.h"
+#include "netdev.h"
 
 enum console_kind { CONSOLE_STDIO, CONSOLE_FILE, CONSOLE_PTY };
 enum on_reboot { ON_REBOOT_RESTART, ON_REBOOT_EXIT };
+
+#define VM_MAX_DISKS          16
+#define VM_MAX_NETS           8
+#define VM_MAX_QUEUES         8
+#define VIRTIO_BLK_SERIAL_LEN 20
+
+/* --disk path=IMG[,readonly][,serial=S][,cache=none|writeback][,aio=...][,queues=N] */
+struct disk_config {
+	struct blk_opts opts;
+	char serial[VIRTIO_BLK_SERIAL_LEN + 1];
+	unsigned queues;
+	char *spec;      /* the option's copy that opts point into (freed by options_free) */
+	struct blk *blk; /* opened by the monitor before the guest starts; outlives reboots */
+};
+
+/* --net tap=NAME[,mac=M] | tap,fd=N[,mac=M] | user[,mac=M] */
+struct net_config {
+	struct netdev_opts opts;
+	uint8_t mac[6];
+	char *spec;        /* the option's copy that opts point into (freed by options_free) */
+	struct netdev *nd; /* opened before the guest starts */
+};
 
 struct vm_config {
 	const char *kernel;
@@ -23,6 +48,15 @@ struct vm_config {
 	enum on_reboot on_reboot;
 	const char *kvm_device; /* "/dev/kvm" unless overridden */
 	int verbose;
+	struct disk_config disks[VM_MAX_DISKS];
+	unsigned ndisks;
+	struct net_config nets[VM_MAX_NETS];
+	unsigned nnets;
+	bool rng;
+	bool vconsole; /* a virtio console port, on vconsole_kind (FILE or PTY) */
+	enum console_kind vconsole_kind;
+	const char *vconsole_path;
+	int vconsole_in, vconsole_out; /* its host fds, opened before the guest starts */
 };
 
 #endif

@@ -107,7 +107,8 @@ int gm_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t 
 	/* A kernel image is thousands of pages: one call allocates them all, not one fault each. */
 	if (len >= 64 * KiB) {
 		uintptr_t start = ALIGN_DOWN((uintptr_t)p, 4096);
-		madvise((void *)start, ALIGN_UP((uintptr_t)p + len, 4096) - start, MADV_POPULATE_WRITE);
+		madvise((void *)start, ALIGN_UP((uintptr_t)p + len, 4096) - start,
+		        MADV_POPULATE_WRITE);
 	}
 #endif
 	memcpy(p, src, len);

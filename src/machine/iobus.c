@@ -98,28 +98,41 @@ struct io_region *io_bus_find(struct io_bus *bus, uint64_t addr, uint64_t len)
 	return r;
 }
 
-bool io_bus_read(struct io_bus *bus, uint64_t addr, void *data, unsigned len)
+/*
+ * The handler runs without the bus lock, so that it may itself add or remove regions
+ * (a PCI config write moving a BAR on this very bus). Regions are embedded in devices
+ * that live until the vCPU threads have stopped, so r stays valid after the lookup.
+ */
+static struct io_region *lookup(struct io_bus *bus, uint64_t addr, unsigned len, uint64_t *off)
 {
 	struct io_region *r;
 
 	pthread_rwlock_rdlock(&bus->lock);
 	r = find_locked(bus, addr, len);
 	if (r)
-		r->ops->read(r, addr - r->base, data, len);
+		*off = addr - r->base;
 	pthread_rwlock_unlock(&bus->lock);
-	if (!r)
+	return r;
+}
+
+bool io_bus_read(struct io_bus *bus, uint64_t addr, void *data, unsigned len)
+{
+	uint64_t off = 0;
+	struct io_region *r = lookup(bus, addr, len, &off);
+
+	if (r)
+		r->ops->read(r, off, data, len);
+	else
 		memset(data, 0xff, len);
 	return r != NULL;
 }
 
 bool io_bus_write(struct io_bus *bus, uint64_t addr, const void *data, unsigned len)
 {
-	struct io_region *r;
+	uint64_t off = 0;
+	struct io_region *r = lookup(bus, addr, len, &off);
 
-	pthread_rwlock_rdlock(&bus->lock);
-	r = find_locked(bus, addr, len);
 	if (r)
-		r->ops->write(r, addr - r->base, data, len);
-	pthread_rwlock_unlock(&bus->lock);
+		r->ops->write(r, off, data, len);
 	return r != NULL;
 }

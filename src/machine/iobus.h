@@ -12,7 +12,9 @@ struct io_region;
 /*
  * A device's handlers. `off` is relative to the region's base; `len` is 1, 2, 4 or 8.
  * read() must fill all `len` bytes of `data` (little-endian). Handlers run on vCPU
- * threads, several at once: a device protects its own state.
+ * threads, several at once, without the bus lock: a device protects its own state, may
+ * add or remove regions from its handler, and must keep a removed region's memory valid
+ * until the vCPU threads have stopped.
  */
 struct io_region_ops {
 	void (*read)(struct io_region *r, uint64_t off, void *data, unsigned len);

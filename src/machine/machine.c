@@ -17,6 +17,10 @@
 #include "mptable.h"
 #include "serial8250.h"
 #include "util.h"
+#include "virtio_blk.h"
+#include "virtio_console.h"
+#include "virtio_net.h"
+#include "virtio_rng.h"
 #include "vcpu.h"
 #include "x86_boot.h"
 
@@ -26,6 +30,11 @@
 #define SCI_IRQ     9
 #define IOAPIC_ADDR 0xfec00000u
 #define LAPIC_ADDR  0xfee00000u
+
+/* PCI memory windows: 32-bit BARs in the hole below the IOAPIC, 64-bit ones above RAM. */
+#define PCI_MMIO32_BASE 0xc0000000ull
+#define PCI_MMIO32_END  0xfc000000ull
+#define PCI_MMIO64_SIZE (64 * GiB)
 
 /* --- wiring of the chips to this machine --- */
 
@@ -156,6 +165,114 @@ static int create_devices(struct machine *m, char *err, size_t errlen)
 	return 0;
 }
 
+/* The 64-bit window starts at the first GiB boundary above RAM and stays inside what the
+ * guest can address; none (64-bit BARs then go below 4 GiB) if there is no room. */
+static void pci_windows(struct machine *m, uint64_t *base64, uint64_t *len64)
+{
+	uint64_t top = GM_4G, limit = 1ull << guest_phys_bits(m->supported_cpuid);
+
+	for (unsigned i = 0; i < m->mem.nregions; i++)
+		top = MAX(top, m->mem.regions[i].gpa + m->mem.regions[i].size);
+	*base64 = ALIGN_UP(top, GiB);
+	*len64 = *base64 < limit ? MIN(PCI_MMIO64_SIZE, limit - *base64) : 0;
+}
+
+static int create_pci(struct machine *m, char *err, size_t errlen)
+{
+	const struct vm_config *cfg = m->cfg;
+	uint64_t base64, len64;
+	int r;
+
+	pci_windows(m, &base64, &len64);
+	r = pci_bus_init(&m->pci, &m->hv, &m->pio, &m->mmio, PCI_MMIO32_BASE,
+	                 PCI_MMIO32_END - PCI_MMIO32_BASE, base64, len64);
+	if (r < 0) {
+		snprintf(err, errlen, "internal: PCI configuration ports: %s", strerror(-r));
+		return r;
+	}
+	m->pci_ready = true;
+	for (unsigned i = 0; i < cfg->ndisks; i++) {
+		m->blk[i] = calloc(1, sizeof(*m->blk[i]));
+		if (!m->blk[i])
+			return -ENOMEM;
+		r = virtio_blk_create(m->blk[i], i, &cfg->disks[i], &m->hv, &m->mem, &m->pci, err,
+		                      errlen);
+		if (r < 0) {
+			free(m->blk[i]);
+			m->blk[i] = NULL;
+			return r;
+		}
+	}
+	for (unsigned i = 0; i < cfg->nnets; i++) {
+		m->net[i] = calloc(1, sizeof(*m->net[i]));
+		if (!m->net[i])
+			return -ENOMEM;
+		r = virtio_net_create(m->net[i], i, &cfg->nets[i], &m->hv, &m->mem, &m->pci, err,
+		                      errlen);
+		if (r < 0) {
+			free(m->net[i]);
+			m->net[i] = NULL;
+			return r;
+		}
+	}
+	if (cfg->vconsole) {
+		m->vcon = calloc(1, sizeof(*m->vcon));
+		if (!m->vcon)
+			return -ENOMEM;
+		r = virtio_console_create(m->vcon, cfg->vconsole_in, cfg->vconsole_out, &m->hv,
+		                          &m->mem, &m->pci, err, errlen);
+		if (r < 0) {
+			free(m->vcon);
+			m->vcon = NULL;
+			return r;
+		}
+	}
+	if (cfg->rng) {
+		m->rng = calloc(1, sizeof(*m->rng));
+		if (!m->rng)
+			return -ENOMEM;
+		r = virtio_rng_create(m->rng, &m->hv, &m->mem, &m->pci, err, errlen);
+		if (r < 0) {
+			free(m->rng);
+			m->rng = NULL;
+			return r;
+		}
+	}
+	return 0;
+}
+
+static void destroy_pci(struct machine *m)
+{
+	for (unsigned i = 0; i < VM_MAX_DISKS; i++) {
+		if (m->blk[i]) {
+			virtio_blk_destroy(m->blk[i]);
+			free(m->blk[i]);
+			m->blk[i] = NULL;
+		}
+	}
+	for (unsigned i = 0; i < VM_MAX_NETS; i++) {
+		if (m->net[i]) {
+			virtio_net_destroy(m->net[i]);
+			free(m->net[i]);
+			m->net[i] = NULL;
+		}
+	}
+	if (m->vcon) {
+		virtio_console_destroy(m->vcon);
+		free(m->vcon);
+		m->vcon = NULL;
+	}
+	if (m->rng) {
+		virtio_rng_destroy(m->rng);
+		free(m->rng);
+		m->rng = NULL;
+	}
+	if (m->pci_ready) {
+		pci_bus_destroy(&m->pci);
+		m->pci_ready = false;
+	}
+}
+
 /* ACPI tables for kernels that use ACPI, an MP table for those that do not. */
 static int create_firmware_tables(struct machine *m, uint64_t *rsdp, char *err, size_t errlen)
 {
@@ -166,12 +283,19 @@ static int create_firmware_tables(struct machine *m, uint64_t *rsdp, char *err, 
 	    .lapic_addr = LAPIC_ADDR,
 	    .pm_base = PM_PORT,
 	    .sci_irq = SCI_IRQ,
+	    .pci_host = true,
+	    .pci_intx_gsi_base = PCI_INTX_GSI_BASE,
+	    .pci_mmio32_base = (uint32_t)m->pci.mmio32_base,
+	    .pci_mmio32_len = (uint32_t)m->pci.mmio32_len,
+	    .pci_mmio64_base = m->pci.mmio64_base,
+	    .pci_mmio64_len = m->pci.mmio64_len,
 	};
 	struct mptable_config mc = {
 	    .ncpus = m->ncpus,
 	    .ioapic_id = (uint8_t)m->ncpus,
 	    .ioapic_addr = IOAPIC_ADDR,
 	    .lapic_addr = LAPIC_ADDR,
+	    .pci_intx_gsi_base = PCI_INTX_GSI_BASE,
 	};
 	uint64_t acpi_len = GM_MPTABLE - GM_ACPI, mp_len = GM_BIOS_END - GM_MPTABLE;
 	int r;
@@ -309,6 +433,9 @@ int machine_create(struct machine *m, const struct vm_config *cfg, const struct 
 	r = create_devices(m, err, errlen);
 	if (r < 0)
 		goto fail;
+	r = create_pci(m, err, errlen);
+	if (r < 0)
+		goto fail;
 	r = create_firmware_tables(m, &bc.rsdp_gpa, err, errlen);
 	if (r < 0)
 		goto fail;
@@ -398,6 +525,7 @@ void machine_destroy(struct machine *m)
 	}
 	free(m->vcpus);
 	m->vcpus = NULL;
+	destroy_pci(m);
 	if (m->com1) {
 		serial8250_destroy(m->com1);
 		m->com1 = NULL;

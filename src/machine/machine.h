@@ -15,9 +15,14 @@
 #include "hv.h"
 #include "i8042.h"
 #include "iobus.h"
+#include "pci.h"
 
 struct serial8250;
 struct machine;
+struct virtio_blk;
+struct virtio_rng;
+struct virtio_net;
+struct virtio_console;
 
 /* Why the machine stopped running. */
 enum machine_exit {
@@ -61,6 +66,13 @@ struct machine {
 	struct i8042 kbd;
 	struct acpi_pm pm;
 	struct io_region port_sink[2]; /* POST code 0x80, delay port 0xed */
+
+	struct pci_bus pci;
+	bool pci_ready;
+	struct virtio_blk *blk[VM_MAX_DISKS];
+	struct virtio_net *net[VM_MAX_NETS];
+	struct virtio_rng *rng;
+	struct virtio_console *vcon;
 
 	pthread_mutex_t exit_lock;
 	enum machine_exit exit_reason;

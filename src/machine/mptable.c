@@ -97,6 +97,8 @@ _Static_assert(sizeof(struct mpc_intsrc) == 8, "MP interrupt entry layout");
 
 /* Family 6, model 15, stepping 1; features FPU and APIC (the table's fields are only read). */
 #define MP_CPU_SIGNATURE 0x000006f1
+#define MP_PCI_BUS       1
+#define MP_PCI_SLOTS     31
 #define MP_CPU_FEATURES  ((1u << 0) | (1u << 9))
 
 static void mpc_intsrc_init(struct mpc_intsrc *e, uint8_t type, uint8_t irq_type, uint8_t src_irq,
@@ -129,6 +131,8 @@ int mptable_build(const struct mptable_config *cfg, uint8_t *buf, size_t len, ui
 	table_len = sizeof(struct mpc_table) + cfg->ncpus * sizeof(struct mpc_cpu) +
 	            sizeof(struct mpc_bus) + sizeof(struct mpc_ioapic) +
 	            (MP_ISA_IRQ_ENTRIES + 2) * sizeof(struct mpc_intsrc);
+	if (cfg->pci_intx_gsi_base)
+		table_len += sizeof(struct mpc_bus) + MP_PCI_SLOTS * sizeof(struct mpc_intsrc);
 	end = sizeof(struct mpf_intel) + table_len;
 	if (len < end)
 		return -ENOSPC;
@@ -157,6 +161,14 @@ int mptable_build(const struct mptable_config *cfg, uint8_t *buf, size_t len, ui
 	memcpy(bus->bus_type, "ISA   ", 6);
 	p += sizeof(*bus);
 	count++;
+	if (cfg->pci_intx_gsi_base) {
+		bus = (struct mpc_bus *)p;
+		bus->type = MPC_BUS;
+		bus->bus_id = MP_PCI_BUS;
+		memcpy(bus->bus_type, "PCI   ", 6);
+		p += sizeof(*bus);
+		count++;
+	}
 
 	ioapic = (struct mpc_ioapic *)p;
 	ioapic->type = MPC_IOAPIC;
@@ -174,6 +186,16 @@ int mptable_build(const struct mptable_config *cfg, uint8_t *buf, size_t len, ui
 		e = (struct mpc_intsrc *)p;
 		mpc_intsrc_init(e, MPC_IOINTSRC, MP_INT, (uint8_t)irq, cfg->ioapic_id,
 		                (uint8_t)(irq == 0 ? 2 : irq));
+		p += sizeof(*e);
+		count++;
+	}
+
+	/* PCI source IRQ: device number in bits 6:2, pin (0 = INTA) in bits 1:0. */
+	for (unsigned slot = 1; cfg->pci_intx_gsi_base && slot <= MP_PCI_SLOTS; slot++) {
+		e = (struct mpc_intsrc *)p;
+		mpc_intsrc_init(e, MPC_IOINTSRC, MP_INT, (uint8_t)(slot << 2), cfg->ioapic_id,
+		                (uint8_t)(cfg->pci_intx_gsi_base + slot % 8));
+		e->src_bus = MP_PCI_BUS;
 		p += sizeof(*e);
 		count++;
 	}

@@ -10,6 +10,8 @@ struct mptable_config {
 	uint8_t ioapic_id;    /* must not be a CPU's id; normally ncpus */
 	uint32_t ioapic_addr; /* 0xfec00000 */
 	uint32_t lapic_addr;  /* 0xfee00000 */
+	/* Non-zero: a PCI bus 0 whose slot s (1..31) has INTA on I/O APIC pin base + s % 8. */
+	uint8_t pci_intx_gsi_base;
 };
 
 /*
@@ -22,9 +24,11 @@ struct mptable_config {
  *              feature bytes 0 (table present, virtual-wire mode: no IMCR)
  *   gpa + 16   configuration table "PCMP", spec rev 4, base entries only:
  *                processor   x ncpus  (APIC version 0x14, CPU 0 is the BSP, all enabled)
- *                bus         ISA, id 0
+ *                bus         ISA, id 0 [; PCI, id 1]
  *                I/O APIC    version 0x11, enabled
  *                I/O int     ISA IRQ 0 -> pin 2, IRQ n -> pin n for n = 1, 3..15
+ *                            [PCI slot s INTA -> pin pci_intx_gsi_base + s % 8, s = 1..31,
+ *                             polarity and trigger "conform to the bus": level, low]
  *                local int   ExtINT -> LINT0, NMI -> LINT1 of every local APIC
  *
  * Both checksums are set; there is no extended table. Returns the number of bytes used,

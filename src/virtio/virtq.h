@@ -173,6 +173,13 @@ int virtq_init(struct virtq *q, const struct guest_mem *mem, const struct virtq_
 int virtq_pop(struct virtq *q, struct virtq_req *req);
 
 /*
+ * Gives back the last n chains popped and not yet pushed, in reverse order of popping
+ * (a receive path that took buffers for a frame that turned out not to fit): the next
+ * virtq_pop() returns them again.
+ */
+void virtq_unpop(struct virtq *q, uint16_t n);
+
+/*
  * Returns the chain `head` (from virtq_pop) to the driver, `written` bytes having been
  * stored into its writable buffers (at most req->in_bytes). Chains may be returned in
  * any order. Publishes used->idx at once, with release ordering after the element.

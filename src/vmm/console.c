@@ -73,14 +73,14 @@ static int open_stdio(struct console *c)
 	return 0;
 }
 
-static int open_pty(struct console *c, char *err, size_t errlen)
+static int open_pty(struct console *c, const char *opt, char *err, size_t errlen)
 {
 	struct termios t;
 	int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
 	const char *name;
 
 	if (fd < 0 || grantpt(fd) < 0 || unlockpt(fd) < 0 || !(name = ptsname(fd))) {
-		snprintf(err, errlen, "--console pty: cannot allocate a pseudo-terminal: %s",
+		snprintf(err, errlen, "%s pty: cannot allocate a pseudo-terminal: %s", opt,
 		         strerror(errno));
 		if (fd >= 0)
 			close(fd);
@@ -100,12 +100,18 @@ static int open_pty(struct console *c, char *err, size_t errlen)
 
 int console_open(struct console *c, const struct vm_config *cfg, char *err, size_t errlen)
 {
+	return console_open_as(c, cfg->console, cfg->console_path, "--console", err, errlen);
+}
+
+int console_open_as(struct console *c, enum console_kind kind, const char *path, const char *opt,
+                    char *err, size_t errlen)
+{
 	int r;
 
 	memset(c, 0, sizeof(*c));
-	c->kind = cfg->console;
+	c->kind = kind;
 	c->in_fd = c->out_fd = c->pty_slave = -1;
-	switch (cfg->console) {
+	switch (kind) {
 	case CONSOLE_STDIO:
 		r = open_stdio(c);
 		if (r < 0)
@@ -114,18 +120,19 @@ int console_open(struct console *c, const struct vm_config *cfg, char *err, size
 			         strerror(-r));
 		return r;
 	case CONSOLE_FILE:
-		c->out_fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		c->out_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (c->out_fd < 0) {
 			r = -errno;
-			snprintf(err, errlen, "--console file:%s: %s", cfg->console_path,
-			         strerror(errno));
+			snprintf(err, errlen, "%s file:%s: %s", opt, path, strerror(errno));
 			return r;
 		}
 		return 0;
 	case CONSOLE_PTY:
-		r = open_pty(c, err, errlen);
-		if (r == 0)
-			log_msg(LOG_ERR, "console on %s", c->pty_path); /* always shown */
+		r = open_pty(c, opt, err, errlen);
+		if (r == 0) /* always shown: the user needs the path */
+			log_msg(LOG_ERR, "%s on %s",
+			        strcmp(opt, "--console") ? "virtio console" : "console",
+			        c->pty_path);
 		return r;
 	}
 	return -EINVAL;

@@ -27,6 +27,9 @@ struct console {
  * and arranges for it to be restored on every exit path (normal exit, fatal signal).
  */
 int console_open(struct console *c, const struct vm_config *cfg, char *err, size_t errlen);
+/* The same for any console-like option `opt` (e.g. "--vconsole"); stdio is the caller's. */
+int console_open_as(struct console *c, enum console_kind kind, const char *path, const char *opt,
+                    char *err, size_t errlen);
 void console_close(struct console *c);
 
 /* Guest output. Thread-safe (a single write(2) per call). */

@@ -130,11 +130,72 @@ static enum machine_exit supervise(struct machine *m, struct console *con, int s
 	}
 }
 
+/* Disks and host network ends are opened once, before the guest starts, and outlive
+ * reboots; every failure is one line naming the resource. */
+static int open_backends(struct vm_config *cfg)
+{
+	char err[512];
+
+	for (unsigned i = 0; i < cfg->ndisks; i++) {
+		cfg->disks[i].blk = blk_open(&cfg->disks[i].opts, err, sizeof(err));
+		if (!cfg->disks[i].blk) {
+			log_err("--disk %s", err);
+			return -1;
+		}
+	}
+	for (unsigned i = 0; i < cfg->nnets; i++) {
+		cfg->nets[i].nd = netdev_open(&cfg->nets[i].opts, err, sizeof(err));
+		if (!cfg->nets[i].nd) {
+			log_err("--net %s", err);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void close_backends(struct vm_config *cfg)
+{
+	for (unsigned i = 0; i < cfg->ndisks; i++) {
+		if (cfg->disks[i].blk)
+			blk_close(cfg->disks[i].blk);
+		cfg->disks[i].blk = NULL;
+	}
+	for (unsigned i = 0; i < cfg->nnets; i++) {
+		if (cfg->nets[i].nd)
+			netdev_close(cfg->nets[i].nd);
+		cfg->nets[i].nd = NULL;
+	}
+}
+
+static int run(struct vm_config *cfgp);
+
 static int cmd_run(int argc, char **argv)
 {
 	struct vm_config cfg;
+	char err[512];
+	int status = 0;
+
+	switch (options_parse(argc, argv, &cfg, err, sizeof(err))) {
+	case OPTIONS_HELP:
+		break;
+	case OPTIONS_ERROR:
+		log_err("%s", err);
+		status = EXIT_CONFIG;
+		break;
+	case OPTIONS_OK:
+		status = run(&cfg);
+		break;
+	}
+	options_free(&cfg);
+	return status;
+}
+
+/* Runs the machine cfg describes, through reboots, until it stops for good. */
+static int run(struct vm_config *cfgp)
+{
+	struct vm_config cfg = *cfgp;
 	struct boot_config boot = {0};
-	struct console con;
+	struct console con, vcon = {.in_fd = -1, .out_fd = -1, .pty_slave = -1};
 	struct machine m;
 	struct machine_host host;
 	enum machine_exit why;
@@ -144,15 +205,6 @@ static int cmd_run(int argc, char **argv)
 	unsigned boots = 0;
 	bool host_stop;
 
-	switch (options_parse(argc, argv, &cfg, err, sizeof(err))) {
-	case OPTIONS_HELP:
-		return 0;
-	case OPTIONS_ERROR:
-		log_err("%s", err);
-		return EXIT_CONFIG;
-	case OPTIONS_OK:
-		break;
-	}
 	log_set_level(cfg.verbose >= 2 ? LOG_DEBUG : cfg.verbose ? LOG_INFO : LOG_WARN);
 	if (cfg.name) {
 		/* Several VMs logging to one terminal or journal: say which one speaks. */
@@ -170,6 +222,11 @@ static int cmd_run(int argc, char **argv)
 	/* Mapped now so a bad path fails before the terminal changes; the first boot uses it. */
 	if (map_boot_files(&cfg, &boot) < 0)
 		return EXIT_CONFIG;
+	if (open_backends(&cfg) < 0) {
+		close_backends(&cfg);
+		unmap_boot_files(&boot);
+		return EXIT_CONFIG;
+	}
 
 	/* Termination signals arrive through a signalfd; vCPU threads inherit the mask. */
 	sigemptyset(&sigs);
@@ -189,6 +246,16 @@ static int cmd_run(int argc, char **argv)
 		goto out_sig;
 	}
 	host = (struct machine_host){.console_out = console_out, .opaque = &con};
+	if (cfg.vconsole) {
+		if (console_open_as(&vcon, cfg.vconsole_kind, cfg.vconsole_path, "--vconsole", err,
+		                    sizeof(err)) < 0) {
+			log_err("%s", err);
+			console_close(&con);
+			goto out_sig;
+		}
+		cfg.vconsole_in = vcon.in_fd;
+		cfg.vconsole_out = vcon.out_fd;
+	}
 
 	for (;;) {
 		/*
@@ -242,10 +309,13 @@ static int cmd_run(int argc, char **argv)
 		break;
 	}
 	console_close(&con);
+	if (cfg.vconsole)
+		console_close(&vcon);
 out_sig:
 	close(sig_fd);
 out_files:
 	unmap_boot_files(&boot);
+	close_backends(&cfg);
 	return status;
 }
 

@@ -23,6 +23,9 @@ enum options_result {
 enum options_result options_parse(int argc, char **argv, struct vm_config *cfg, char *err,
                                   size_t errlen);
 
+/* Frees what options_parse allocated (also after an error). */
+void options_free(struct vm_config *cfg);
+
 /* The usage text of `vmstack-vm run`. */
 extern const char options_usage[];
 

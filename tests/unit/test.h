@@ -25,6 +25,13 @@ extern int test_failures;
 
 void test_register(const char *name, void (*fn)(void));
 
+/*
+ * Skips the running test, for one that needs something the host may lack (root, a tap
+ * device, a helper binary): prints the reason and counts the test as skipped, not passed.
+ * Use as `return test_skip("needs root");` before any CHECK.
+ */
+void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #define CHECK(cond)                                                                                \
 	do {                                                                                       \
 		if (!(cond)) {                                                                     \

@@ -1,0 +1,50 @@
+/* iothread.h: an epoll event loop on its own thread, where device work runs. */
+#ifndef VMSTACK_IOTHREAD_H
+#define VMSTACK_IOTHREAD_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/*
+ * Device work never runs on vCPU threads (a vCPU stuck behind a disk read stalls the
+ * guest). Each device owns one iothread; everything that touches the device's queues runs
+ * there, so queue state needs no lock:
+ *
+ *   vCPU thread                         iothread
+ *   -----------                         --------
+ *   guest kick --(ioeventfd, in KVM)--> queue handler: pop, submit I/O
+ *                                       I/O completion fd: push, irqfd --> guest interrupt
+ *   register write (reset, enable) ---> iothread_call(): runs fn there, waits for it
+ *
+ * Handlers are level-triggered epoll callbacks; a handler may add or delete fds
+ * (including its own) and may call iothread_call() on itself (it runs inline).
+ */
+
+typedef void (*iothread_fn)(void *opaque, uint32_t events);
+
+struct iothread;
+
+/* A stopped loop named `name` (thread name, at most 15 chars used). NULL on failure. */
+struct iothread *iothread_new(const char *name);
+/* Starts the thread. Returns 0 or -errno. */
+int iothread_start(struct iothread *t);
+/* Stops the thread (if started), waits for it, frees t. fds added are not closed. */
+void iothread_free(struct iothread *t);
+
+/* Watches fd for `events` (EPOLLIN, EPOLLOUT). Returns 0 or -errno. Any thread. */
+int iothread_add(struct iothread *t, int fd, uint32_t events, iothread_fn fn, void *opaque);
+int iothread_mod(struct iothread *t, int fd, uint32_t events);
+/* Stops watching fd; once it returns, fn will not be called for it again (on the loop
+ * thread; from another thread, a callback already running may still be finishing, so
+ * other threads should use iothread_call() to remove fds of objects they free). */
+void iothread_del(struct iothread *t, int fd);
+
+/* Runs fn(opaque) on the loop thread and waits for it; inline if called from the loop
+ * thread or if the thread is not running. */
+void iothread_call(struct iothread *t, void (*fn)(void *opaque), void *opaque);
+
+/* True on t's own thread. */
+bool iothread_is_current(const struct iothread *t);
+
+#endif

@@ -1,0 +1,234 @@
+/* msix.c: MSI-X table, masking and pending bits over KVM GSI routes and irqfds. */
+#include "msix.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "hv.h"
+#include "log.h"
+#include "pci.h"
+#include "util.h"
+
+#define VEC_CTRL_MASKED 1u
+
+int msix_init(struct msix *x, struct pci_dev *d, struct hv *hv, unsigned nvec, unsigned bar,
+              uint32_t table_off, uint32_t pba_off)
+{
+	uint8_t cap[MSIX_CAP_LEN] = {PCI_CAP_ID_MSIX}, wm[MSIX_CAP_LEN] = {0};
+
+	if (nvec == 0 || nvec > MSIX_MAX_VEC || (table_off & 7) || (pba_off & 7))
+		return -EINVAL;
+	memset(x, 0, sizeof(*x));
+	x->dev = d;
+	x->hv = hv;
+	x->nvec = nvec;
+	pthread_mutex_init(&x->lock, NULL);
+	for (unsigned i = 0; i < nvec; i++)
+		x->vec[i].fd = x->vec[i].gsi = -1;
+	for (unsigned i = 0; i < nvec; i++) {
+		struct msix_vec *v = &x->vec[i];
+		v->ctrl = VEC_CTRL_MASKED;
+		v->gsi = hv ? hv_msi_route_alloc(hv) : -1;
+		v->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (v->fd < 0) {
+			int e = errno;
+			msix_destroy(x);
+			return -e;
+		}
+		if (v->gsi >= 0 && hv_irqfd(hv, v->fd, v->gsi, true) < 0) {
+			hv_msi_route_free(hv, v->gsi);
+			v->gsi = -1;
+		}
+	}
+	put_le16(&cap[2], (uint16_t)(nvec - 1));
+	put_le32(&cap[4], table_off | bar);
+	put_le32(&cap[8], pba_off | bar);
+	put_le16(&wm[2], MSIX_CTRL_ENABLE | MSIX_CTRL_FUNC_MASK);
+	x->cap = pci_add_cap(d, cap, sizeof(cap), wm);
+	if (!x->cap) {
+		msix_destroy(x);
+		return -ENOSPC;
+	}
+	return 0;
+}
+
+void msix_destroy(struct msix *x)
+{
+	for (unsigned i = 0; i < x->nvec; i++) {
+		struct msix_vec *v = &x->vec[i];
+		if (v->gsi >= 0) {
+			hv_irqfd(x->hv, v->fd, v->gsi, false);
+			hv_msi_route_free(x->hv, v->gsi);
+		}
+		if (v->fd >= 0)
+			close(v->fd);
+		v->fd = -1;
+		v->gsi = -1;
+	}
+	x->nvec = 0;
+	pthread_mutex_destroy(&x->lock);
+}
+
+static bool vec_masked(const struct msix *x, const struct msix_vec *v)
+{
+	return !x->enabled || x->func_masked || (v->ctrl & VEC_CTRL_MASKED);
+}
+
+static uint64_t vec_addr(const struct msix_vec *v)
+{
+	return (uint64_t)v->addr_hi << 32 | v->addr_lo;
+}
+
+static void fire(struct msix *x, struct msix_vec *v)
+{
+	uint64_t one = 1;
+
+	if (!v->routed && v->gsi >= 0)
+		v->routed = hv_msi_route_set(x->hv, v->gsi, vec_addr(v), v->data, true) == 0;
+	/* Without KVM (unit tests) the eventfd alone records the interrupt. */
+	if (v->routed || !x->hv) {
+		if (write(v->fd, &one, sizeof(one)) < 0) {
+			/* counter saturated: an interrupt is pending anyway */
+		}
+	} else if (x->hv) {
+		hv_signal_msi(x->hv, vec_addr(v), v->data);
+	}
+}
+
+/* Called with the lock held after anything that may unmask vectors. */
+static void deliver_pending(struct msix *x)
+{
+	for (unsigned i = 0; i < x->nvec; i++) {
+		struct msix_vec *v = &x->vec[i];
+		if (v->pending && !vec_masked(x, v)) {
+			v->pending = false;
+			fire(x, v);
+		}
+	}
+}
+
+void msix_table_read(struct msix *x, uint64_t off, void *data, unsigned len)
+{
+	uint32_t val = ~0u;
+	unsigned i = (unsigned)(off / MSIX_ENTRY_LEN);
+
+	/* PCI 3.0: dword (and qword) accesses, naturally aligned. */
+	memset(data, 0xff, len);
+	if ((len != 4 && len != 8) || (off & (len - 1)) || i >= x->nvec)
+		return;
+	pthread_mutex_lock(&x->lock);
+	for (unsigned k = 0; k < len / 4; k++) {
+		struct msix_vec *v = &x->vec[i];
+		switch ((off + 4 * k) % MSIX_ENTRY_LEN) {
+		case 0:
+			val = v->addr_lo;
+			break;
+		case 4:
+			val = v->addr_hi;
+			break;
+		case 8:
+			val = v->data;
+			break;
+		default:
+			val = v->ctrl;
+			break;
+		}
+		memcpy((uint8_t *)data + 4 * k, &val, 4);
+	}
+	pthread_mutex_unlock(&x->lock);
+}
+
+static void write_dword(struct msix *x, struct msix_vec *v, unsigned field, uint32_t val)
+{
+	bool was_masked = vec_masked(x, v);
+
+	switch (field) {
+	case 0:
+		v->addr_lo = val & ~3u;
+		break;
+	case 4:
+		v->addr_hi = val;
+		break;
+	case 8:
+		v->data = val;
+		break;
+	default:
+		v->ctrl = (v->ctrl & ~VEC_CTRL_MASKED) | (val & VEC_CTRL_MASKED);
+		break;
+	}
+	if (field != 12)
+		v->routed = false; /* re-installed at the next interrupt */
+	if (was_masked && !vec_masked(x, v) && v->gsi >= 0 && !v->routed)
+		v->routed = hv_msi_route_set(x->hv, v->gsi, vec_addr(v), v->data, true) == 0;
+}
+
+void msix_table_write(struct msix *x, uint64_t off, const void *data, unsigned len)
+{
+	unsigned i = (unsigned)(off / MSIX_ENTRY_LEN);
+
+	if ((len != 4 && len != 8) || (off & (len - 1)) || i >= x->nvec)
+		return;
+	pthread_mutex_lock(&x->lock);
+	for (unsigned k = 0; k < len / 4; k++) {
+		uint32_t val;
+		memcpy(&val, (const uint8_t *)data + 4 * k, 4);
+		write_dword(x, &x->vec[i], (unsigned)((off + 4 * k) % MSIX_ENTRY_LEN), val);
+	}
+	deliver_pending(x);
+	pthread_mutex_unlock(&x->lock);
+}
+
+void msix_pba_read(struct msix *x, uint64_t off, void *data, unsigned len)
+{
+	uint64_t bits = 0;
+
+	memset(data, 0, len);
+	if ((len != 4 && len != 8) || (off & (len - 1)))
+		return;
+	pthread_mutex_lock(&x->lock);
+	for (unsigned b = 0; b < 8 * len; b++) {
+		unsigned i = (unsigned)(off * 8) + b;
+		if (i < x->nvec && x->vec[i].pending)
+			bits |= 1ull << b;
+	}
+	pthread_mutex_unlock(&x->lock);
+	memcpy(data, &bits, len);
+}
+
+void msix_cfg_written(struct msix *x, unsigned off, unsigned len)
+{
+	uint16_t ctrl;
+
+	if (off + len <= x->cap + 2 || off >= x->cap + 4)
+		return;
+	ctrl = get_le16(&x->dev->cfg[x->cap + 2]);
+	pthread_mutex_lock(&x->lock);
+	x->enabled = ctrl & MSIX_CTRL_ENABLE;
+	x->func_masked = ctrl & MSIX_CTRL_FUNC_MASK;
+	deliver_pending(x);
+	pthread_mutex_unlock(&x->lock);
+}
+
+bool msix_enabled(struct msix *x)
+{
+	bool e;
+
+	pthread_mutex_lock(&x->lock);
+	e = x->enabled;
+	pthread_mutex_unlock(&x->lock);
+	return e;
+}
+
+void msix_notify(struct msix *x, unsigned v)
+{
+	if (v >= x->nvec)
+		return;
+	pthread_mutex_lock(&x->lock);
+	if (vec_masked(x, &x->vec[v]))
+		x->vec[v].pending = true;
+	else
+		fire(x, &x->vec[v]);
+	pthread_mutex_unlock(&x->lock);
+}

@@ -1,0 +1,84 @@
+/* msix.h: MSI-X for a PCI function — capability, vector table, pending bits, KVM routes. */
+#ifndef VMSTACK_MSIX_H
+#define VMSTACK_MSIX_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct hv;
+struct pci_dev;
+
+/*
+ * PCI 3.0 6.8.2. The capability (12 bytes) holds Message Control (enable, function
+ * mask, table size - 1) and where the table and the pending-bit array live in a BAR;
+ * the table has one 16-byte entry per vector: address low/high, data, vector control
+ * (bit 0 = masked; every vector starts masked).
+ *
+ * Each vector owns a KVM GSI with an MSI route carrying the guest's address/data, and an
+ * eventfd bound to it with KVM_IRQFD: msix_notify() from an I/O thread is one eventfd
+ * write, and KVM delivers the interrupt without waking the monitor. A vector that is
+ * masked (itself or the whole function) or not enabled records a pending bit instead;
+ * unmasking it fires it then. Routes are (re)installed when a vector is unmasked or its
+ * address/data change while it is unmasked, i.e. when the guest sets interrupts up, never
+ * per interrupt.
+ */
+
+#define MSIX_CAP_LEN   12
+#define MSIX_ENTRY_LEN 16
+#define MSIX_MAX_VEC   64
+
+#define MSIX_CTRL_ENABLE    0x8000
+#define MSIX_CTRL_FUNC_MASK 0x4000
+
+struct msix_vec {
+	uint32_t addr_lo, addr_hi, data, ctrl;
+	int gsi; /* KVM route, -1 if none could be had (then KVM_SIGNAL_MSI) */
+	int fd;  /* irqfd */
+	bool pending;
+	bool routed; /* route installed with the current address/data */
+};
+
+struct msix {
+	struct pci_dev *dev;
+	struct hv *hv;
+	unsigned nvec;
+	unsigned cap; /* config offset of the capability */
+	pthread_mutex_t lock;
+	bool enabled, func_masked;
+	struct msix_vec vec[MSIX_MAX_VEC];
+};
+
+/*
+ * Adds the capability to d (table at `table_off`, PBA at `pba_off`, both in BAR `bar`)
+ * and sets up nvec vectors with their GSIs and irqfds. Returns 0 or -errno.
+ */
+int msix_init(struct msix *x, struct pci_dev *d, struct hv *hv, unsigned nvec, unsigned bar,
+              uint32_t table_off, uint32_t pba_off);
+void msix_destroy(struct msix *x);
+
+/* Bytes the table and the PBA take in the BAR. */
+static inline uint32_t msix_table_size(unsigned nvec)
+{
+	return nvec * MSIX_ENTRY_LEN;
+}
+static inline uint32_t msix_pba_size(unsigned nvec)
+{
+	return ((nvec + 63) / 64) * 8;
+}
+
+/* BAR accesses, offsets relative to the table / the PBA. */
+void msix_table_read(struct msix *x, uint64_t off, void *data, unsigned len);
+void msix_table_write(struct msix *x, uint64_t off, const void *data, unsigned len);
+void msix_pba_read(struct msix *x, uint64_t off, void *data, unsigned len);
+
+/* The guest wrote config space [off, off+len): picks up enable / function mask. */
+void msix_cfg_written(struct msix *x, unsigned off, unsigned len);
+
+/* MSI-X enabled by the guest (else the device uses INTx). */
+bool msix_enabled(struct msix *x);
+
+/* Raises vector v (any thread). Out-of-range v (e.g. VIRTIO_MSI_NO_VECTOR) does nothing. */
+void msix_notify(struct msix *x, unsigned v);
+
+#endif

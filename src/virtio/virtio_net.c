@@ -1,0 +1,350 @@
+/* virtio_net.c: frames between the guest's rx/tx queues and a netdev, on the iothread. */
+#include "virtio_net.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "iothread.h"
+#include "util.h"
+
+/*
+ * Queue 0 receives (device -> guest), queue 1 transmits. Every frame carries the
+ * 12-byte virtio_net_hdr_v1, which the backend understands (netdev.h), so transmit is
+ * the chain's readable buffers handed to netdev_send() as they are. Receive reads a frame
+ * into one bounce buffer, then copies it into one guest chain, or with MRG_RXBUF into as
+ * many as it needs, writing their count into the header's num_buffers. When the guest
+ * has no buffers the backend fd is no longer watched for input (the host side queues or
+ * drops, as a full NIC would) until the guest adds some and kicks the receive queue.
+ * When the backend is full on transmit, the chain is given back (unpopped) and the fd
+ * is watched for output.
+ */
+
+#define VIRTIO_NET_F_CSUM       0
+#define VIRTIO_NET_F_GUEST_CSUM 1
+#define VIRTIO_NET_F_MAC        5
+#define VIRTIO_NET_F_GUEST_TSO4 7
+#define VIRTIO_NET_F_GUEST_TSO6 8
+#define VIRTIO_NET_F_GUEST_ECN  9
+#define VIRTIO_NET_F_HOST_TSO4  11
+#define VIRTIO_NET_F_HOST_TSO6  12
+#define VIRTIO_NET_F_HOST_ECN   13
+#define VIRTIO_NET_F_MRG_RXBUF  15
+#define VIRTIO_NET_F_STATUS     16
+
+#define VIRTIO_NET_S_LINK_UP 1
+
+#define RXQ             0
+#define TXQ             1
+#define QUEUE_SIZE      256
+#define HDR_NUM_BUFFERS 10 /* offset of le16 num_buffers in the header */
+#define CFG_SIZE        10 /* mac[6], le16 status, le16 max_virtqueue_pairs */
+
+static struct ratelimit net_rl = RATELIMIT_INIT;
+
+static void set_watch(struct virtio_net *vn)
+{
+	uint32_t ev = (vn->rx_blocked ? 0 : EPOLLIN) | (vn->tx_blocked ? EPOLLOUT : 0);
+
+	if (ev != vn->watch && vn->vdev.running) {
+		iothread_mod(vn->vdev.io, netdev_fd(vn->nd), ev);
+		vn->watch = ev;
+	}
+}
+
+/* --- receive --- */
+
+static void copy_to_segs(const struct virtq_req *req, const uint8_t *src, uint32_t len)
+{
+	uint32_t done = 0;
+
+	for (unsigned i = 0; i < req->nin && done < len; i++) {
+		uint32_t k = MIN(req->in[i].len, len - done);
+		memcpy(req->in[i].addr, src + done, k);
+		done += k;
+	}
+}
+
+/*
+ * Puts the frame in rx_buf into guest buffers. Returns false if the guest does not
+ * have enough buffers yet (nothing consumed).
+ */
+static bool deliver(struct virtio_net *vn, struct virtio_queue *q)
+{
+	struct virtq_req *req = vn->rx_reqs;
+	uint16_t heads = 0;
+	uint64_t room = 0;
+	uint32_t off = 0;
+	int r;
+
+	while (room < vn->rx_len) {
+		if (heads == (vn->mrg_rxbuf ? VNET_RX_CHAINS : 1))
+			break;
+		r = virtq_pop(&q->vq, &req[heads]);
+		if (r == 0) {
+			virtq_unpop(&q->vq, heads);
+			return false;
+		}
+		if (r < 0) {
+			if (q->vq.broken) {
+				virtq_unpop(&q->vq, heads);
+				return false;
+			}
+			continue; /* that chain was returned empty */
+		}
+		room += req[heads].in_bytes;
+		heads++;
+	}
+	if (room < vn->rx_len) {
+		/* The buffers the guest gave cannot hold it: drop the frame, return them. */
+		for (uint16_t i = 0; i < heads; i++)
+			virtq_push(&q->vq, req[i].head, 0);
+		atomic_fetch_add_explicit(&vn->stats.rx_dropped, 1, memory_order_relaxed);
+		log_ratelimited(&net_rl, LOG_WARN,
+		                "%s: %u-byte frame dropped: receive buffers too small", vn->name,
+		                vn->rx_len);
+		return true;
+	}
+	put_le16(vn->rx_buf + HDR_NUM_BUFFERS, vn->mrg_rxbuf ? heads : 0);
+	for (uint16_t i = 0; i < heads; i++) {
+		uint32_t k = (uint32_t)MIN(req[i].in_bytes, vn->rx_len - off);
+		copy_to_segs(&req[i], vn->rx_buf + off, k);
+		virtq_push(&q->vq, req[i].head, k);
+		off += k;
+	}
+	atomic_fetch_add_explicit(&vn->stats.rx_packets, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&vn->stats.rx_bytes, vn->rx_len - NETDEV_HDR_LEN,
+	                          memory_order_relaxed);
+	return true;
+}
+
+static void rx_work(struct virtio_net *vn)
+{
+	struct virtio_queue *q = &vn->vdev.q[RXQ];
+	struct iovec iov = {.iov_base = vn->rx_buf, .iov_len = VNET_MAX_FRAME};
+
+	if (!q->enabled || q->vq.broken)
+		return;
+	for (unsigned budget = 0; budget < 256; budget++) {
+		if (!vn->rx_len) {
+			ssize_t n = netdev_recv(vn->nd, &iov, 1);
+			if (n == -EAGAIN)
+				break;
+			if (n < NETDEV_HDR_LEN) {
+				if (n < 0 && n != -EMSGSIZE)
+					log_ratelimited(&net_rl, LOG_WARN, "%s: receive: %s",
+					                vn->name, strerror((int)-n));
+				atomic_fetch_add_explicit(&vn->stats.rx_dropped, 1,
+				                          memory_order_relaxed);
+				if (n < 0 && n != -EMSGSIZE)
+					break;
+				continue;
+			}
+			vn->rx_len = (uint32_t)n;
+		}
+		virtq_disable_notify(&q->vq);
+		if (!deliver(vn, q)) {
+			/* Out of buffers: wait for the guest's kick on the receive queue. */
+			if (q->vq.broken || !virtq_enable_notify(&q->vq)) {
+				vn->rx_blocked = true;
+				break;
+			}
+			continue; /* buffers arrived meanwhile */
+		}
+		vn->rx_len = 0;
+	}
+	virtq_enable_notify(&q->vq);
+	if (q->vq.broken)
+		virtio_set_needs_reset(&vn->vdev);
+	virtio_queue_interrupt(q);
+}
+
+/* --- transmit --- */
+
+static void tx_work(struct virtio_net *vn)
+{
+	struct virtio_queue *q = &vn->vdev.q[TXQ];
+	struct virtq_req req;
+	int r;
+
+	if (!q->enabled || q->vq.broken)
+		return;
+	vn->tx_blocked = false;
+	for (;;) {
+		virtq_disable_notify(&q->vq);
+		while ((r = virtq_pop(&q->vq, &req)) != 0) {
+			struct iovec iov[VIRTQ_MAX_SEGS];
+			ssize_t n;
+			if (r < 0) {
+				if (q->vq.broken)
+					break;
+				continue;
+			}
+			for (unsigned i = 0; i < req.nout; i++)
+				iov[i] = (struct iovec){req.out[i].addr, req.out[i].len};
+			if (req.out_bytes <= NETDEV_HDR_LEN || req.out_bytes > VNET_MAX_FRAME)
+				n = -EINVAL;
+			else
+				n = netdev_send(vn->nd, iov, req.nout);
+			if (n == -EAGAIN) {
+				virtq_unpop(&q->vq, 1);
+				vn->tx_blocked = true;
+				break;
+			}
+			if (n < 0) {
+				atomic_fetch_add_explicit(&vn->stats.tx_dropped, 1,
+				                          memory_order_relaxed);
+				log_ratelimited(
+				    &net_rl, LOG_WARN, "%s: %llu-byte frame dropped: %s", vn->name,
+				    (unsigned long long)req.out_bytes, strerror((int)-n));
+			} else {
+				atomic_fetch_add_explicit(&vn->stats.tx_packets, 1,
+				                          memory_order_relaxed);
+				atomic_fetch_add_explicit(&vn->stats.tx_bytes,
+				                          req.out_bytes - NETDEV_HDR_LEN,
+				                          memory_order_relaxed);
+			}
+			virtq_push(&q->vq, req.head, 0);
+		}
+		if (q->vq.broken || vn->tx_blocked)
+			break;
+		if (!virtq_enable_notify(&q->vq))
+			break;
+	}
+	if (vn->tx_blocked)
+		virtq_enable_notify(&q->vq);
+	if (q->vq.broken)
+		virtio_set_needs_reset(&vn->vdev);
+	virtio_queue_interrupt(q);
+	set_watch(vn);
+}
+
+/* --- iothread entry points --- */
+
+static void backend_ready(void *opaque, uint32_t events)
+{
+	struct virtio_net *vn = opaque;
+
+	if (!vn->vdev.running)
+		return;
+	if (events & EPOLLOUT)
+		tx_work(vn);
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+		rx_work(vn);
+	set_watch(vn);
+}
+
+static void net_notify(struct virtio_dev *d, unsigned qi)
+{
+	struct virtio_net *vn = container_of(d, struct virtio_net, vdev);
+
+	if (qi == TXQ) {
+		tx_work(vn);
+	} else if (qi == RXQ) {
+		vn->rx_blocked = false;
+		rx_work(vn);
+		set_watch(vn);
+	}
+}
+
+static void net_start(struct virtio_dev *d)
+{
+	struct virtio_net *vn = container_of(d, struct virtio_net, vdev);
+	int r;
+
+	vn->mrg_rxbuf = virtio_has_feature(d, VIRTIO_NET_F_MRG_RXBUF);
+	if (netdev_has_offloads(vn->nd)) {
+		r = netdev_set_offloads(vn->nd, virtio_has_feature(d, VIRTIO_NET_F_GUEST_CSUM),
+		                        virtio_has_feature(d, VIRTIO_NET_F_GUEST_TSO4),
+		                        virtio_has_feature(d, VIRTIO_NET_F_GUEST_TSO6),
+		                        virtio_has_feature(d, VIRTIO_NET_F_GUEST_ECN), false);
+		if (r < 0)
+			log_warn("%s: %s refused the offloads: %s", vn->name, netdev_name(vn->nd),
+			         strerror(-r));
+	}
+	vn->rx_len = 0;
+	vn->rx_blocked = vn->tx_blocked = false;
+	vn->watch = EPOLLIN;
+	r = iothread_add(d->io, netdev_fd(vn->nd), EPOLLIN, backend_ready, vn);
+	if (r < 0)
+		log_err("%s: cannot watch %s: %s", vn->name, netdev_name(vn->nd), strerror(-r));
+}
+
+static void net_reset(struct virtio_dev *d)
+{
+	struct virtio_net *vn = container_of(d, struct virtio_net, vdev);
+
+	if (d->running)
+		iothread_del(d->io, netdev_fd(vn->nd));
+	vn->rx_len = 0;
+}
+
+static void net_cfg_read(struct virtio_dev *d, uint32_t off, void *data, unsigned len)
+{
+	struct virtio_net *vn = container_of(d, struct virtio_net, vdev);
+	uint8_t c[CFG_SIZE] = {0};
+
+	memcpy(c, vn->mac, 6);
+	put_le16(c + 6, VIRTIO_NET_S_LINK_UP);
+	put_le16(c + 8, 1);
+	memcpy(data, c + off, len);
+}
+
+static const struct virtio_dev_ops net_ops = {
+    .cfg_read = net_cfg_read, .start = net_start, .queue_notify = net_notify, .reset = net_reset};
+
+int virtio_net_create(struct virtio_net *vn, unsigned index, const struct net_config *nc,
+                      struct hv *hv, const struct guest_mem *mem, struct pci_bus *bus, char *err,
+                      size_t errlen)
+{
+	uint64_t features =
+	    1ull << VIRTIO_NET_F_MAC | 1ull << VIRTIO_NET_F_STATUS | 1ull << VIRTIO_NET_F_MRG_RXBUF;
+	struct virtio_pci_params p = {
+	    .device_id = VIRTIO_ID_NET,
+	    .pci_class = 0x020000,
+	    .nqueues = 2,
+	    .queue_size = QUEUE_SIZE,
+	    .cfg_size = CFG_SIZE,
+	    .ops = &net_ops,
+	};
+	int r;
+
+	memset(vn, 0, sizeof(*vn));
+	snprintf(vn->name, sizeof(vn->name), "virtio-net%u", index);
+	vn->nd = nc->nd;
+	memcpy(vn->mac, nc->mac, 6);
+	if (netdev_has_offloads(vn->nd))
+		features |= 1ull << VIRTIO_NET_F_CSUM | 1ull << VIRTIO_NET_F_GUEST_CSUM |
+		            1ull << VIRTIO_NET_F_HOST_TSO4 | 1ull << VIRTIO_NET_F_HOST_TSO6 |
+		            1ull << VIRTIO_NET_F_HOST_ECN | 1ull << VIRTIO_NET_F_GUEST_TSO4 |
+		            1ull << VIRTIO_NET_F_GUEST_TSO6 | 1ull << VIRTIO_NET_F_GUEST_ECN;
+	p.name = vn->name;
+	p.features = features;
+	vn->rx_buf = malloc(VNET_MAX_FRAME);
+	vn->rx_reqs = calloc(VNET_RX_CHAINS, sizeof(*vn->rx_reqs));
+	if (!vn->rx_buf || !vn->rx_reqs) {
+		free(vn->rx_buf);
+		free(vn->rx_reqs);
+		snprintf(err, errlen, "%s: out of memory", vn->name);
+		return -ENOMEM;
+	}
+	r = virtio_pci_init(&vn->vdev, &p, hv, mem, bus, err, errlen);
+	if (r < 0) {
+		free(vn->rx_buf);
+		free(vn->rx_reqs);
+		vn->rx_buf = NULL;
+		vn->rx_reqs = NULL;
+	}
+	return r;
+}
+
+void virtio_net_destroy(struct virtio_net *vn)
+{
+	virtio_pci_destroy(&vn->vdev);
+	free(vn->rx_buf);
+	free(vn->rx_reqs);
+	vn->rx_buf = NULL;
+	vn->rx_reqs = NULL;
+}
