@@ -155,3 +155,79 @@ def test_name_labels_messages(hello):
     r = run(["run", "--name", "web1", "-v", "--kernel", str(hello), "--memory", "32M"])
     assert r.returncode == 0, r.stderr
     assert "vmstack-vm[web1]: guest powered off" in r.stderr
+
+
+# --- devices: --disk, --net, --vconsole ---
+
+def test_disk_missing_image(hello, tmp_path):
+    r = run(["run", "--kernel", str(hello), "--disk", f"path={tmp_path}/none.img"])
+    assert_one_line_error(r, "--disk", "none.img", "no such file", "truncate")
+
+
+def test_disk_unknown_key(hello, tmp_path):
+    r = run(["run", "--kernel", str(hello), "--disk", f"path={tmp_path}/a.img,sise=1G"])
+    assert_one_line_error(r, "--disk", "sise", "known keys")
+
+
+def test_disk_without_path(hello):
+    r = run(["run", "--kernel", str(hello), "--disk", "readonly"])
+    assert_one_line_error(r, "--disk", "path=")
+
+
+def test_disk_serial_too_long(hello, tmp_path):
+    r = run(["run", "--kernel", str(hello), "--disk", f"path={tmp_path}/a.img,serial={'x' * 21}"])
+    assert_one_line_error(r, "--disk", "20")
+
+
+def test_disk_locked_by_another_monitor(hello, tmp_path):
+    img = tmp_path / "shared.img"
+    img.write_bytes(bytes(1 << 20))
+    # The first monitor holds the image (the echo guest waits for input forever).
+    first = vmtest.start_vm(vmtest.baremetal_guest_path("echo"), extra=["--disk", f"path={img}"])
+    with first:
+        assert first.wait_for(lambda out: "echo" in out.lower() or len(out) > 0, 20)
+        r = run(["run", "--kernel", str(hello), "--disk", f"path={img}"])
+        assert_one_line_error(r, "shared.img", "locked", "readonly")
+        # Two readers cannot share it with a writer either; a readonly open must fail too.
+        r = run(["run", "--kernel", str(hello), "--disk", f"path={img},readonly"])
+        assert_one_line_error(r, "shared.img", "locked")
+        first.terminate()
+
+
+def test_disk_directory(hello, tmp_path):
+    r = run(["run", "--kernel", str(hello), "--disk", f"path={tmp_path}"])
+    assert_one_line_error(r, "--disk", "directory")
+
+
+def test_disk_permission_denied_suggests_readonly(hello, tmp_path):
+    img = tmp_path / "ro.img"
+    img.write_bytes(bytes(4096))
+    img.chmod(0o444)
+    os.chmod(tmp_path, 0o755)
+    r = run(["run", "--kernel", str(hello), "--disk", f"path={img}"], user=65534)
+    assert_one_line_error(r, "ro.img", "permission denied", "readonly")
+
+
+def test_net_unknown_key(hello):
+    r = run(["run", "--kernel", str(hello), "--net", "tap=vm0,speed=10G"])
+    assert_one_line_error(r, "--net", "speed", "known keys")
+
+
+def test_net_bad_mac(hello):
+    r = run(["run", "--kernel", str(hello), "--net", "user,mac=01:00:5e:00:00:01"])
+    assert_one_line_error(r, "--net", "mac", "unicast")
+
+
+def test_net_tap_without_permission(hello):
+    r = run(["run", "--kernel", str(hello), "--net", "tap=vmstnoperm0"], user=65534)
+    assert_one_line_error(r, "vmstnoperm0", "permission", "root")
+
+
+def test_net_tap_fd_not_a_tap(hello):
+    r = run(["run", "--kernel", str(hello), "--net", "tap,fd=0"])
+    assert_one_line_error(r, "fd 0", "tap")
+
+
+def test_vconsole_bad_kind(hello):
+    r = run(["run", "--kernel", str(hello), "--vconsole", "stdio"])
+    assert_one_line_error(r, "--vconsole", "file:PATH", "pty")
