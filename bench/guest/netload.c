@@ -39,7 +39,7 @@ static void die(const char *what)
 /* Connects to host:port, retrying for up to 30 s. */
 static int connect_to(const char *host, int port)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
 	double t0 = now();
 
 	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {

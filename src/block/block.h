@@ -76,10 +76,10 @@ struct blk_queue;
  *   "disk.img: no such file — create it with `truncate -s 1G disk.img` (or qemu-img create)"
  *   "disk.img: locked by another process (is another VM using it?) — stop it, or add ,readonly"
  *   "disk.img: permission denied — ... or add ,readonly"
- *   "disk.img: is a directory", "disk.img: cache=none: the filesystem does not support O_DIRECT — use cache=writeback"
- *   "disk.img: is empty (0 bytes) — give it a size with `truncate -s 1G disk.img`"
- * The lock covers the whole file (F_OFD_SETLK, start 0, length 0). A file whose size is not
- * a multiple of blk_block_size() is accepted; the tail is not part of the disk.
+ *   "disk.img: is a directory", "disk.img: cache=none: the filesystem does not support O_DIRECT —
+ * use cache=writeback" "disk.img: is empty (0 bytes) — give it a size with `truncate -s 1G
+ * disk.img`" The lock covers the whole file (F_OFD_SETLK, start 0, length 0). A file whose size is
+ * not a multiple of blk_block_size() is accepted; the tail is not part of the disk.
  */
 struct blk *blk_open(const struct blk_opts *opts, char *err, size_t errlen);
 void blk_close(struct blk *b); /* all queues must be freed first */
@@ -87,7 +87,8 @@ void blk_close(struct blk *b); /* all queues must be freed first */
 /* Bytes: a block device's size, or a regular file's rounded down to whole blocks. */
 uint64_t blk_size(const struct blk *b);
 bool blk_readonly(const struct blk *b);
-unsigned blk_block_size(const struct blk *b); /* logical block size for O_DIRECT alignment (512 or 4096) */
+unsigned
+blk_block_size(const struct blk *b); /* logical block size for O_DIRECT alignment (512 or 4096) */
 /* Writable file whose filesystem punches holes (probed past EOF at open); false for devices. */
 bool blk_can_discard(const struct blk *b);
 /* Any writable image: fallocate(ZERO_RANGE/PUNCH_HOLE), else writing zeros. */

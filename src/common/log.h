@@ -34,7 +34,10 @@ struct ratelimit {
 	unsigned suppressed;
 };
 /* At most 10 messages per 5 s. */
-#define RATELIMIT_INIT {.interval_ms = 5000, .burst = 10}
+#define RATELIMIT_INIT                                                                             \
+	{                                                                                          \
+		.interval_ms = 5000, .burst = 10                                                   \
+	}
 
 bool ratelimit_ok(struct ratelimit *rl);
 
