@@ -221,14 +221,29 @@ bool msix_enabled(struct msix *x)
 	return e;
 }
 
+/* Raises v under the lock; with only_if_enabled, does nothing while MSI-X is off. */
+static bool notify(struct msix *x, unsigned v, bool only_if_enabled)
+{
+	bool enabled;
+
+	pthread_mutex_lock(&x->lock);
+	enabled = x->enabled;
+	if ((enabled || !only_if_enabled) && v < x->nvec) {
+		if (vec_masked(x, &x->vec[v]))
+			x->vec[v].pending = true;
+		else
+			fire(x, &x->vec[v]);
+	}
+	pthread_mutex_unlock(&x->lock);
+	return enabled;
+}
+
 void msix_notify(struct msix *x, unsigned v)
 {
-	if (v >= x->nvec)
-		return;
-	pthread_mutex_lock(&x->lock);
-	if (vec_masked(x, &x->vec[v]))
-		x->vec[v].pending = true;
-	else
-		fire(x, &x->vec[v]);
-	pthread_mutex_unlock(&x->lock);
+	notify(x, v, false);
+}
+
+bool msix_notify_if_enabled(struct msix *x, unsigned v)
+{
+	return notify(x, v, true);
 }

@@ -80,5 +80,8 @@ bool msix_enabled(struct msix *x);
 
 /* Raises vector v (any thread). Out-of-range v (e.g. VIRTIO_MSI_NO_VECTOR) does nothing. */
 void msix_notify(struct msix *x, unsigned v);
+/* The same in one lock round trip if MSI-X is enabled; returns false (doing nothing) if
+ * it is not, so the caller falls back to INTx. The per-interrupt path of a device. */
+bool msix_notify_if_enabled(struct msix *x, unsigned v);
 
 #endif

@@ -39,9 +39,7 @@ void virtio_queue_interrupt(struct virtio_queue *q)
 	if (!virtq_should_notify(&q->vq))
 		return;
 	atomic_fetch_add_explicit(&d->interrupts, 1, memory_order_relaxed);
-	if (msix_enabled(&d->msix))
-		msix_notify(&d->msix, q->msix_vector);
-	else
+	if (!msix_notify_if_enabled(&d->msix, q->msix_vector))
 		raise_isr(d, 1);
 }
 
@@ -50,9 +48,7 @@ void virtio_config_changed(struct virtio_dev *d)
 	uint16_t vec = atomic_load(&d->msix_config);
 
 	atomic_fetch_add(&d->config_generation, 1);
-	if (msix_enabled(&d->msix))
-		msix_notify(&d->msix, vec);
-	else
+	if (!msix_notify_if_enabled(&d->msix, vec))
 		raise_isr(d, 2);
 }
 
