@@ -199,12 +199,14 @@ def test_disk_directory(hello, tmp_path):
     assert_one_line_error(r, "--disk", "directory")
 
 
-def test_disk_permission_denied_suggests_readonly(hello, tmp_path):
-    img = tmp_path / "ro.img"
+def test_disk_permission_denied_suggests_readonly(hello, public_dir):
+    k = public_dir / "hello.elf"
+    shutil.copy(hello, k)
+    k.chmod(0o644)
+    img = public_dir / "ro.img"
     img.write_bytes(bytes(4096))
     img.chmod(0o444)
-    os.chmod(tmp_path, 0o755)
-    r = run(["run", "--kernel", str(hello), "--disk", f"path={img}"], user=65534)
+    r = run(["run", "--kernel", str(k), "--disk", f"path={img}"], user=NOBODY)
     assert_one_line_error(r, "ro.img", "permission denied", "readonly")
 
 
@@ -218,8 +220,11 @@ def test_net_bad_mac(hello):
     assert_one_line_error(r, "--net", "mac", "unicast")
 
 
-def test_net_tap_without_permission(hello):
-    r = run(["run", "--kernel", str(hello), "--net", "tap=vmstnoperm0"], user=65534)
+def test_net_tap_without_permission(hello, public_dir):
+    k = public_dir / "hello.elf"
+    shutil.copy(hello, k)
+    k.chmod(0o644)
+    r = run(["run", "--kernel", str(k), "--net", "tap=vmstnoperm0"], user=NOBODY)
     assert_one_line_error(r, "vmstnoperm0", "permission", "root")
 
 
