@@ -155,6 +155,49 @@ def failure(prog, name, text, log, seconds, finished):
           f"--- stderr (tail) ---\n{err[-2000:]}", file=sys.stderr)
 
 
+# bench/guest/ioload's rows: (row, unit, label), and its result lines.
+IOLOAD_ROWS = [("seq-read", "MBps", "seq read 1M (MB/s)"),
+               ("seq-write", "MBps", "seq write 1M (MB/s)"),
+               ("rand-read", "IOPS", "rand read 4K (IOPS)"),
+               ("rand-write", "IOPS", "rand write 4K (IOPS)")]
+IOLOAD_LINE = re.compile(r"^IOLOAD row=(\S+) .* MBps=([\d.]+) IOPS=([\d.]+)$", re.M)
+
+
+def ioload_tools(work, seconds):
+    """The read-only tools disk for ioload runs: ioload and a runner on /dev/vda."""
+    build_static(REPO / "bench/guest/ioload.c", work / "ioload")
+    tools = work / "tools.img"
+    make_tools_image([work / "ioload"], tools, f"#!/bin/sh\n/mnt/ioload /dev/vda {seconds}\n")
+    return tools
+
+
+def pattern_image(path, mib):
+    """A raw image of a non-zero pattern, not sparse, so reads return real data."""
+    with open(path, "wb") as f:
+        chunk = bytes(range(256)) * 4096 * 4  # 4 MiB
+        for _ in range(mib // 4):
+            f.write(chunk)
+
+
+def run_ioload(prog, label, cmd, log, disk_bytes):
+    """Boots one guest running ioload on /dev/vda; {row: {"MBps": x, "IOPS": y}} or {}."""
+    print(f"{prog}: {label}: booting (about a minute) ...", file=sys.stderr)
+    text, secs, finished = run_guest(cmd, log)
+    res = {m.group(1): {"MBps": float(m.group(2)), "IOPS": float(m.group(3))}
+           for m in IOLOAD_LINE.finditer(text)}
+    size = re.search(r"^IOLOAD-DEV size=(\d+)", text, re.M)
+    if size and int(size.group(1)) != disk_bytes:
+        print(f"{prog}: {label}: /dev/vda is {size.group(1)} bytes, not the data image",
+              file=sys.stderr)
+        res = {}
+    if len(res) != len(IOLOAD_ROWS):
+        failure(prog, label, text, log, secs, finished)
+        return {}
+    figs = ", ".join(f"{row} {res[row][unit]:g} {unit}" for row, unit, _ in IOLOAD_ROWS)
+    print(f"{prog}: {label}: done in {secs:.0f} s: {figs}", file=sys.stderr)
+    return res
+
+
 def median(values):
     """Median of the figures, or None if any run failed."""
     if not values or any(v is None for v in values):
@@ -167,7 +210,8 @@ def print_table(header, rows, digits=1):
     """rows: (label, vmstack figure, QEMU figure or None); ratio is vmstack / QEMU."""
     def cell(v):
         return "-" if v is None else f"{v:.{digits}f}"
-    print(f"{header:<24} {'vmstack-vm':>11} {'qemu -M pc':>11} {'ratio':>7}")
+    w = max([24, len(header)] + [len(label) for label, _, _ in rows])
+    print(f"{header:<{w}} {'vmstack-vm':>11} {'qemu -M pc':>11} {'ratio':>7}")
     for label, a, b in rows:
         ratio = f"{a / b:.2f}x" if a is not None and b else "-"
-        print(f"{label:<24} {cell(a):>11} {cell(b):>11} {ratio:>7}")
+        print(f"{label:<{w}} {cell(a):>11} {cell(b):>11} {ratio:>7}")

@@ -1,6 +1,7 @@
 /* block.c: raw images: open, lock and probe; the blk_queue front end shared by both engines. */
 #include "block.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -15,6 +16,7 @@
 
 #include "block_internal.h"
 #include "log.h"
+#include "qcow2.h"
 #include "util.h"
 
 /*
@@ -23,9 +25,9 @@
  * machine; the engines only run the system calls it asks for (see block_internal.h).
  *
  * Choices worth knowing:
- *  - Lock: one open file description lock (F_OFD_SETLK) over the whole file (start 0,
- *    length 0, so it covers growth too), F_RDLCK when readonly, F_WRLCK otherwise. It also
- *    conflicts with QEMU's per-byte locks, so neither can write an image the other uses.
+ *  - Lock: img_lock_fd (image.h), one open file description lock over the whole file,
+ *    shared when readonly; it also conflicts with QEMU's per-byte locks, so neither can
+ *    write an image the other uses.
  *  - Size: a regular file's size rounded down to whole blocks (blk_block_size()); a tail
  *    shorter than a block is kept on disk but not shown to the guest.
  *  - Block size: the device's logical block size (BLKSSZGET) for a block device; 512 for a
@@ -36,6 +38,9 @@
  *    PUNCH_HOLE means "write zeroes by unmapping", not a discard.
  *  - Write zeroes: every writable image can, because the last fallback is writing zeros:
  *    ZERO_RANGE, PUNCH_HOLE (first when unmap is allowed), then plain writes.
+ *  - qcow2: opened through image.h, which takes the same lock. Requests that qcow2_map_io
+ *    maps in place are rebased to their host offset (slot->base) and run like raw ones;
+ *    the rest run synchronously in blk_submit and complete through q->sync_done.
  */
 
 #define BLK_SECTOR        512
@@ -144,37 +149,6 @@ static int blk_probe_size(struct blk *b, const struct blk_opts *o, char *err, si
 	return 0;
 }
 
-static int blk_lock(struct blk *b, const char *p, char *err, size_t errlen)
-{
-	struct flock fl = {
-	    .l_type = b->readonly ? F_RDLCK : F_WRLCK,
-	    .l_whence = SEEK_SET,
-	    .l_start = 0,
-	    .l_len = 0, /* to the end of the file, however long it grows */
-	};
-
-	if (fcntl(b->fd, F_OFD_SETLK, &fl) == 0)
-		return 0;
-	if (errno == EAGAIN || errno == EACCES) {
-		if (b->readonly)
-			snprintf(err, errlen,
-			         "%s: locked by another process that writes to it (is a VM using "
-			         "it?) — stop it first",
-			         p);
-		else
-			snprintf(
-			    err, errlen,
-			    "%s: locked by another process (is another VM using it?) — stop it, "
-			    "or add ,readonly",
-			    p);
-		return -EBUSY;
-	}
-	/* No OFD locks here (a kernel before 3.15, some network filesystems): go on unguarded. */
-	log_warn("%s: cannot lock the image (%s); nothing stops another process writing to it", p,
-	         strerror(errno));
-	return 0;
-}
-
 /* Punches a hole wholly past the end of the file: it tells whether the filesystem can,
  * and deallocates nothing the file holds. */
 static bool blk_probe_punch_hole(int fd)
@@ -207,6 +181,62 @@ static const struct blk_engine *blk_pick_engine(const struct blk_opts *o, char *
 	return &blk_engine_threads;
 }
 
+/* Whether the file starts with the qcow2 magic (a probe: errors mean "no"). */
+static bool blk_probe_qcow2(const char *path)
+{
+	uint32_t magic;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	bool yes;
+
+	if (fd < 0)
+		return false;
+	yes = pread(fd, &magic, sizeof(magic), 0) == (ssize_t)sizeof(magic) &&
+	      be32toh(magic) == 0x514649fbu; /* "QFI\xfb" */
+	close(fd);
+	return yes;
+}
+
+/* The qcow2 half of blk_open: b->path and b->readonly are set. */
+static int blk_open_qcow2(struct blk *b, const struct blk_opts *o, char *err, size_t errlen)
+{
+	struct img_open_opts io = {
+	    .path = o->path,
+	    .format = IMG_FMT_QCOW2,
+	    .readonly = o->readonly,
+	    .lock = true,
+	    .l2_cache_bytes = o->l2_cache_bytes,
+	};
+
+	if (o->cache == BLK_CACHE_NONE) {
+		snprintf(err, errlen,
+		         "%s: cache=none is not supported for qcow2 images yet — use "
+		         "cache=writeback",
+		         o->path);
+		return -EINVAL;
+	}
+	b->img = img_open(&io, err, errlen);
+	if (!b->img)
+		return -EINVAL;
+	if (o->format == IMG_FMT_AUTO && img_backing_name(b->img)) {
+		snprintf(err, errlen,
+		         "%s: a probed qcow2 image may not name a backing file ('%s') — say "
+		         "format=qcow2 if you trust this image",
+		         o->path, img_backing_name(b->img));
+		return -EPERM;
+	}
+	b->fd = img_fd(b->img);
+	b->size = img_size(b->img);
+	b->block_size = BLK_SECTOR;
+	if (b->size < BLK_SECTOR) {
+		snprintf(err, errlen, "%s: virtual size %llu is less than one %u-byte block",
+		         o->path, (unsigned long long)b->size, BLK_SECTOR);
+		return -EINVAL;
+	}
+	b->size = ALIGN_DOWN(b->size, BLK_SECTOR);
+	b->can_discard = b->can_write_zeroes = !b->readonly;
+	return 0;
+}
+
 struct blk *blk_open(const struct blk_opts *opts, char *err, size_t errlen)
 {
 	int flags = (opts->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
@@ -223,6 +253,13 @@ struct blk *blk_open(const struct blk_opts *opts, char *err, size_t errlen)
 		return NULL;
 	}
 	b->readonly = opts->readonly;
+	b->fd = -1;
+	if (opts->format == IMG_FMT_QCOW2 ||
+	    (opts->format == IMG_FMT_AUTO && blk_probe_qcow2(opts->path))) {
+		if (blk_open_qcow2(b, opts, err, errlen) < 0)
+			goto fail;
+		goto engine;
+	}
 	if (opts->cache == BLK_CACHE_NONE)
 		flags |= O_DIRECT;
 	b->fd = open(opts->path, flags);
@@ -230,12 +267,14 @@ struct blk *blk_open(const struct blk_opts *opts, char *err, size_t errlen)
 		blk_open_error(opts, errno, err, errlen);
 		goto fail;
 	}
-	if (blk_probe_size(b, opts, err, errlen) < 0 || blk_lock(b, opts->path, err, errlen) < 0)
+	if (blk_probe_size(b, opts, err, errlen) < 0 ||
+	    img_lock_fd(b->fd, b->readonly, opts->path, err, errlen) < 0)
 		goto fail;
 	if (!b->readonly) {
 		b->can_discard = !b->is_bdev && blk_probe_punch_hole(b->fd);
 		b->can_write_zeroes = true;
 	}
+engine:
 	b->engine = blk_pick_engine(opts, err, errlen);
 	if (!b->engine)
 		goto fail;
@@ -254,8 +293,14 @@ void blk_close(struct blk *b)
 	nqueues = __atomic_load_n(&b->nqueues, __ATOMIC_RELAXED);
 	if (nqueues)
 		log_err("%s: closed with %u queues still open", b->path, nqueues);
-	if (b->fd >= 0)
+	if (b->img) {
+		int r = img_close(b->img); /* writes back qcow2 metadata, drops the lock */
+
+		if (r < 0)
+			log_err("%s: writing back image metadata: %s", b->path, strerror(-r));
+	} else if (b->fd >= 0) {
 		close(b->fd); /* drops the lock too */
+	}
 	free(b->path);
 	free(b);
 }
@@ -295,6 +340,11 @@ const char *blk_path(const struct blk *b)
 	return b->path;
 }
 
+enum img_format blk_format(const struct blk *b)
+{
+	return b->img ? IMG_FMT_QCOW2 : IMG_FMT_RAW;
+}
+
 /* --- the request state machine (any thread: it touches the slot and atomics only) --- */
 
 /* READ/WRITE: the whole request, or what a short transfer left (see block_internal.h). */
@@ -304,7 +354,7 @@ static void blk_slot_rw_io(struct blk_slot *s, struct blk_io *io)
 	uint64_t skip = s->done;
 	unsigned i = 0;
 
-	io->offset = r->offset + s->done;
+	io->offset = s->base + s->done;
 	/* Terminates inside the array: done < total, the sum of the lengths. */
 	while (skip && skip >= r->iov[i].iov_len)
 		skip -= r->iov[i++].iov_len;
@@ -360,7 +410,7 @@ static void blk_slot_io(struct blk *b, struct blk_slot *s, struct blk_io *io)
 {
 	const struct blk_req *r = s->req;
 
-	*io = (struct blk_io){.offset = r->offset, .len = r->len};
+	*io = (struct blk_io){.offset = s->base, .len = r->len};
 	switch (r->op) {
 	case BLK_OP_READ:
 	case BLK_OP_WRITE:
@@ -576,6 +626,41 @@ static int blk_req_check(const struct blk *b, const struct blk_req *req, uint64_
 	return 0;
 }
 
+/* qcow2: whether req can go to the engine as is, at *base in the file (see qcow2_map_io). */
+static bool blk_img_in_place(struct blk *b, const struct blk_req *req, uint64_t total,
+                             uint64_t *base)
+{
+	int64_t n;
+
+	if (req->op != BLK_OP_READ && req->op != BLK_OP_WRITE)
+		return false;
+	n = qcow2_map_io(b->img, req->offset, total, req->op == BLK_OP_WRITE, base);
+	return n > 0 && (uint64_t)n == total;
+}
+
+/* qcow2's slow path: the whole request, synchronously, through image.h. */
+static int64_t blk_img_sync(struct blk *b, const struct blk_req *r, uint64_t total)
+{
+	int ret;
+
+	switch (r->op) {
+	case BLK_OP_READ:
+		ret = img_preadv(b->img, r->iov, (int)r->iovcnt, r->offset);
+		return ret < 0 ? ret : (int64_t)total;
+	case BLK_OP_WRITE:
+		ret = img_pwritev(b->img, r->iov, (int)r->iovcnt, r->offset);
+		return ret < 0 ? ret : (int64_t)total;
+	case BLK_OP_FLUSH:
+		return img_flush(b->img);
+	case BLK_OP_DISCARD:
+		ret = r->len ? img_discard(b->img, r->offset, r->len) : 0;
+		return ret == -EOPNOTSUPP ? 0 : ret;
+	case BLK_OP_WRITE_ZEROES:
+		return r->len ? img_write_zeroes(b->img, r->offset, r->len, r->unmap) : 0;
+	}
+	return -EINVAL;
+}
+
 int blk_submit(struct blk_queue *q, struct blk_req *req)
 {
 	struct blk_slot *s;
@@ -591,7 +676,15 @@ int blk_submit(struct blk_queue *q, struct blk_req *req)
 	s->next = NULL;
 	s->req = req;
 	s->total = total;
+	s->base = req->offset;
 	q->inflight++;
+	if (q->blk->img && !blk_img_in_place(q->blk, req, total, &s->base)) {
+		s->ret = blk_img_sync(q->blk, req, total);
+		s->next = q->sync_done;
+		q->sync_done = s;
+		eventfd_write(q->efd, 1);
+		return 0;
+	}
 	q->blk->engine->start(q, s);
 	return 0;
 }
@@ -614,6 +707,13 @@ unsigned blk_queue_complete(struct blk_queue *q)
 	}
 	q->completing = true;
 	done = q->blk->engine->reap(q);
+	while (q->sync_done) {
+		struct blk_slot *s = q->sync_done;
+
+		q->sync_done = s->next;
+		blk_slot_finish(q, s);
+		done++;
+	}
 	q->completing = false;
 	return done;
 }

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "image.h"
+
 /*
  * A `struct blk` is one open image. I/O is asynchronous and submitted through a
  * `struct blk_queue`, a submission/completion context that belongs to ONE thread (a device
@@ -23,6 +25,12 @@
  * Engines: io_uring (liburing) when the kernel allows it, else a small pool of worker
  * threads doing preadv/pwritev/fdatasync (4 per blk_queue, fewer if depth < 4). Both give
  * the same semantics.
+ *
+ * Formats: raw, and qcow2 through image.h. A qcow2 read or write whose whole range lies in
+ * allocated clusters that can be accessed in place (qcow2_map_io) goes to the engine at its
+ * host offset, like raw; anything else (allocating writes, copy-on-write, backing-file
+ * reads, zero clusters, flush, discard) runs synchronously on the queue's thread through
+ * image.h and completes through the same eventfd.
  */
 
 enum blk_cache {
@@ -41,6 +49,10 @@ struct blk_opts {
 	bool readonly;
 	enum blk_cache cache;
 	enum blk_aio aio;
+	/* AUTO probes; a probed qcow2 image may not name a backing file (a guest that wrote a
+	 * qcow2 header onto its raw disk could otherwise make us read any host file). */
+	enum img_format format;
+	uint64_t l2_cache_bytes; /* qcow2 L2 cache; 0 = default */
 };
 
 enum blk_op {
@@ -94,6 +106,7 @@ bool blk_can_discard(const struct blk *b);
 /* Any writable image: fallocate(ZERO_RANGE/PUNCH_HOLE), else writing zeros. */
 bool blk_can_write_zeroes(const struct blk *b);
 const char *blk_engine_name(const struct blk *b); /* "io_uring" or "threads" */
+enum img_format blk_format(const struct blk *b);  /* RAW or QCOW2 */
 const char *blk_path(const struct blk *b);
 
 /* A submission context for up to `depth` requests in flight. NULL + err on failure. */

@@ -39,12 +39,14 @@ struct blk {
 	const struct blk_engine *engine;
 	unsigned bad_methods; /* BLK_BAD_*; atomic: any queue's thread may set one */
 	unsigned nqueues;     /* atomic; blk_close() checks it is 0 */
+	struct img *img;      /* qcow2: the image (fd is img_fd(img)); NULL for raw */
 };
 
 /* One request in flight. A queue preallocates `depth` of them, so submitting never mallocs. */
 struct blk_slot {
 	struct blk_req *req;
 	struct blk_slot *next; /* the queue's free list, or an engine's list while in flight */
+	uint64_t base;         /* where the request starts in the file (qcow2: host offset) */
 	uint64_t total;        /* READ/WRITE: sum of iov lengths; WRITE_ZEROES: req->len */
 	uint64_t done;         /* bytes transferred so far (short transfers, writing zeros) */
 	int64_t ret;           /* the result for done(), once blk_slot_next() returned false */
@@ -61,7 +63,8 @@ struct blk_queue {
 	int efd;           /* eventfd, readable when completions wait (blk_queue_fd) */
 	struct blk_slot *slots;
 	struct blk_slot *free;
-	void *priv; /* the engine's per-queue state */
+	struct blk_slot *sync_done; /* finished synchronously (qcow2 slow path), LIFO */
+	void *priv;                 /* the engine's per-queue state */
 };
 
 enum blk_io_kind {
@@ -101,7 +104,7 @@ extern const struct blk_engine blk_engine_threads;
 /* 0 if io_uring works here with every opcode we use; else -errno and the reason in why. */
 int blk_uring_probe(char *why, size_t whylen);
 
-/* Resets s (req and total set) and gives its first call. */
+/* Resets s (req, base and total set) and gives its first call. */
 void blk_slot_first(struct blk *b, struct blk_slot *s, struct blk_io *io);
 /* Accounts res (bytes or -errno) of the last call; gives the next, or false when finished. */
 bool blk_slot_next(struct blk *b, struct blk_slot *s, int64_t res, struct blk_io *io);

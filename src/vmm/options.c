@@ -21,7 +21,8 @@ const char options_usage[] =
     "  --console KIND       stdio (default; Ctrl-A x quits) | file:PATH | pty\n"
     "  --on-reboot ACTION   restart (default) | exit\n"
     "  --disk path=IMG[,readonly][,serial=S][,cache=writeback|none][,aio=auto|io_uring|threads]\n"
-    "       [,queues=N]     a virtio-blk disk on a raw image (repeatable: vda, vdb, ...)\n"
+    "       [,queues=N][,format=raw|qcow2|auto][,l2-cache-size=SIZE]\n"
+    "                       a virtio-blk disk on a raw or qcow2 image (repeatable: vda, vdb, ...)\n"
     "  --net tap=NAME[,mac=MAC] | tap,fd=N[,mac=MAC] | user[,mac=MAC]\n"
     "                       a virtio-net interface on a tap device, or user-mode\n"
     "                       networking through passt (guest 10.0.2.15/24, host 10.0.2.2)\n"
@@ -148,7 +149,8 @@ static int disk_item(void *ctx, const char *key, const char *val)
 {
 	struct item_ctx *c = ctx;
 	struct disk_config *d = c->out;
-	static const char keys[] = "known keys: path, readonly, serial, cache, aio, queues";
+	static const char keys[] =
+	    "known keys: path, format, readonly, serial, cache, aio, queues, l2-cache-size";
 
 	if (strcmp(key, "path") == 0 && val && *val) {
 		d->opts.path = val;
@@ -175,6 +177,16 @@ static int disk_item(void *ctx, const char *key, const char *val)
 		d->opts.aio = BLK_AIO_THREADS;
 	} else if (strcmp(key, "aio") == 0) {
 		return bad_item(c, key, "bad %s value", "use aio=auto, io_uring or threads");
+	} else if (strcmp(key, "format") == 0 && val &&
+	           (!strcmp(val, "raw") || !strcmp(val, "qcow2") || !strcmp(val, "auto"))) {
+		d->opts.format = (enum img_format)img_format_parse(val);
+	} else if (strcmp(key, "format") == 0) {
+		return bad_item(c, key, "bad %s value", "use format=raw, qcow2 or auto");
+	} else if (strcmp(key, "l2-cache-size") == 0) {
+		if (!val || parse_size(val, &d->opts.l2_cache_bytes) < 0 ||
+		    d->opts.l2_cache_bytes > 1 * GiB)
+			return bad_item(c, key, "bad %s value",
+			                "use a size up to 1G such as l2-cache-size=4M");
 	} else if (strcmp(key, "queues") == 0) {
 		if (parse_uint(val, 1, VM_MAX_QUEUES, &d->queues) < 0)
 			return bad_item(c, key, "bad %s value", "use queues=1 to 8");

@@ -8,6 +8,7 @@
 
 #include "block.h"
 #include "block_internal.h"
+#include "qcow2.h"
 #include "test.h"
 #include "util.h"
 
@@ -853,7 +854,7 @@ TEST(slot_short_transfers)
 	struct iovec iov[3] = {{a, sizeof(a)}, {c2, sizeof(c2)}, {c3, sizeof(c3)}};
 	struct blk b = {.size = 1 * MiB};
 	struct blk_req req = {.op = BLK_OP_READ, .offset = 4096, .iov = iov, .iovcnt = 3};
-	struct blk_slot s = {.req = &req, .total = 6000};
+	struct blk_slot s = {.req = &req, .base = 4096, .total = 6000};
 	struct blk_io io;
 
 	blk_slot_first(&b, &s, &io);
@@ -881,6 +882,7 @@ TEST(slot_short_transfers)
 
 	/* Write zeroes: ZERO_RANGE, then PUNCH_HOLE, then writing 1 MiB at a time. */
 	req = (struct blk_req){.op = BLK_OP_WRITE_ZEROES, .offset = 0, .len = 3 * MiB};
+	s.base = 0;
 	s.total = 3 * MiB;
 	blk_slot_first(&b, &s, &io);
 	CHECK(io.kind == BLK_IO_FALLOCATE && (io.mode & FALLOC_FL_ZERO_RANGE));
@@ -907,4 +909,73 @@ TEST(slot_short_transfers)
 	CHECK(io.kind == BLK_IO_FALLOCATE);
 	CHECK(!blk_slot_next(&b, &s, -EOPNOTSUPP, &io));
 	CHECK_EQ(s.ret, 0);
+}
+
+/* qcow2 through the queue: allocating writes and unallocated reads take the synchronous
+ * path, reads and writes of allocated clusters go to the engine at their host offset. */
+ENGINE_TEST(qcow2_requests)
+{
+	static uint8_t w[192 * KiB], r[192 * KiB];
+	char dir[] = "/tmp/vmstack-test-blk-qcow2-XXXXXX", path[128], err[256] = "";
+	struct img_create_opts co = {.format = IMG_FMT_QCOW2, .size = 16 * MiB};
+	struct blk_opts o = {.aio = aio};
+	struct blk_queue *q;
+	struct img *im;
+	struct blk *b;
+	uint64_t host;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/d.qcow2", dir);
+	co.path = path;
+	CHECK_EQ(img_create(&co, err, sizeof(err)), 0);
+	o.path = path;
+	b = blk_open(&o, err, sizeof(err));
+	CHECK(b != NULL);
+	if (!b)
+		return;
+	CHECK_EQ(blk_format(b), IMG_FMT_QCOW2);
+	CHECK_EQ(blk_size(b), 16 * MiB);
+	q = queue(b, 8);
+	/* Unallocated: zeros, through the synchronous path. */
+	memset(r, 0xee, sizeof(r));
+	CHECK_EQ(run_rw(q, BLK_OP_READ, 1 * MiB, r, sizeof(r)), sizeof(r));
+	CHECK(all_bytes(r, sizeof(r), 0));
+	/* Allocating write of three clusters at an unaligned offset, then an in-place one. */
+	fill(w, sizeof(w), 1 * MiB + 512, 3);
+	CHECK_EQ(run_rw(q, BLK_OP_WRITE, 1 * MiB + 512, w, sizeof(w)), sizeof(w));
+	CHECK(qcow2_map_io(b->img, 1 * MiB + 4096, 4096, true, &host) > 0);
+	fill(w, 4096, 1 * MiB + 8192, 4);
+	CHECK_EQ(run_rw(q, BLK_OP_WRITE, 1 * MiB + 8192, w, 4096), 4096);
+	memset(r, 0, sizeof(r));
+	CHECK_EQ(run_rw(q, BLK_OP_READ, 1 * MiB + 8192, r, 4096), 4096);
+	CHECK(is_pattern(r, 4096, 1 * MiB + 8192, 4));
+	CHECK_EQ(run_range(q, BLK_OP_WRITE_ZEROES, 1 * MiB + 65536, 65536, true), 0);
+	CHECK_EQ(run_range(q, BLK_OP_FLUSH, 0, 0, false), 0);
+	blk_queue_free(q);
+	blk_close(b);
+
+	/* What a fresh open of the file sees. */
+	im = img_open(&(struct img_open_opts){.path = path}, err, sizeof(err));
+	CHECK(im != NULL);
+	if (im) {
+		CHECK_EQ(img_pread(im, r, 512, 1 * MiB), 0);
+		CHECK(all_bytes(r, 512, 0));
+		CHECK_EQ(img_pread(im, r, 8192 - 512, 1 * MiB + 512), 0);
+		CHECK(is_pattern(r, 8192 - 512, 1 * MiB + 512, 3));
+		CHECK_EQ(img_pread(im, r, 4096, 1 * MiB + 8192), 0);
+		CHECK(is_pattern(r, 4096, 1 * MiB + 8192, 4));
+		CHECK_EQ(img_pread(im, r, 65536, 1 * MiB + 65536), 0);
+		CHECK(all_bytes(r, 65536, 0));
+		CHECK_EQ(img_pread(im, r, 512, 1 * MiB + 131072), 0);
+		CHECK(is_pattern(r, 512, 1 * MiB + 131072, 3));
+		CHECK_EQ(img_close(im), 0);
+	}
+	if (system("command -v qemu-img >/dev/null") == 0) {
+		char cmd[256];
+
+		snprintf(cmd, sizeof(cmd), "qemu-img check -q %s", path);
+		CHECK_EQ(system(cmd), 0);
+	}
+	unlink(path);
+	rmdir(dir);
 }
