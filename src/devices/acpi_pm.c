@@ -43,6 +43,26 @@ static void put_le(uint8_t *p, uint32_t v, unsigned n)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* Events that raise the SCI when enabled (the timer's is not modelled). Lock held. */
+#define ACPI_PM_SCI_EVENTS ACPI_PM1_STS_PWRBTN
+
+static void acpi_pm_update_sci(struct acpi_pm *pm)
+{
+	bool level = (pm->status & pm->enable & ACPI_PM_SCI_EVENTS) != 0;
+
+	if (level != pm->sci_level && pm->cb.sci)
+		pm->cb.sci(pm->cb.opaque, level);
+	pm->sci_level = level;
+}
+
+void acpi_pm_power_button(struct acpi_pm *pm)
+{
+	pthread_mutex_lock(&pm->lock);
+	pm->status |= ACPI_PM1_STS_PWRBTN;
+	acpi_pm_update_sci(pm);
+	pthread_mutex_unlock(&pm->lock);
+}
+
 static bool acpi_pm_access_ok(uint64_t off, unsigned len)
 {
 	return len >= 1 && len <= 4 && off < ACPI_PM_LEN && len <= ACPI_PM_LEN - off;
@@ -116,6 +136,7 @@ static void acpi_pm_write(struct io_region *r, uint64_t off, const void *data, u
 
 	if (mask[ACPI_PM_RESET_OFF] && val[ACPI_PM_RESET_OFF] == ACPI_RESET_VALUE)
 		reset = true;
+	acpi_pm_update_sci(pm);
 	pthread_mutex_unlock(&pm->lock);
 
 	if (poweroff && pm->cb.poweroff)

@@ -3,6 +3,7 @@
 #define VMSTACK_ACPI_PM_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "acpi.h"
@@ -17,6 +18,9 @@
 struct acpi_pm_callbacks {
 	void (*poweroff)(void *opaque); /* SLP_EN written with SLP_TYP = S5 */
 	void (*reset)(void *opaque);    /* ACPI_RESET_VALUE written to the reset register */
+	/* The SCI line's new level (status & enable of an event bit). Called with the device
+	 * lock held, in order: it must only raise/lower the interrupt line. */
+	void (*sci)(void *opaque, bool level);
 	void *opaque;
 };
 
@@ -27,8 +31,9 @@ struct acpi_pm_callbacks {
  *
  * Only S5 is a sleep state here. A request for another one is refused with a rate-limited
  * warning and answered by setting WAK_STS, as if the machine had woken at once, so an OS
- * waiting for the wake cannot hang. No event ever raises the SCI: the status bits are
- * seen only by polling, the timer's TMR_STS is not modelled.
+ * waiting for the wake cannot hang. The one event is the fixed-feature power button
+ * (acpi_pm_power_button): PWRBTN_STS, and the SCI while PWRBTN_EN is set, until the OS
+ * writes 1 to clear it. The timer's TMR_STS is not modelled.
  */
 struct acpi_pm {
 	struct io_region io; /* base, ACPI_PM_LEN ports, name "acpi-pm" */
@@ -37,6 +42,7 @@ struct acpi_pm {
 	uint16_t enable;   /* PM1 enable, stored only */
 	uint16_t control;  /* PM1 control without the write-only SLP_EN and GBL_RLS */
 	uint64_t start_ns; /* CLOCK_MONOTONIC at init: the PM timer counts from here */
+	bool sci_level;    /* what was last passed to cb.sci */
 	struct acpi_pm_callbacks cb;
 	struct ratelimit warn_rl;
 };
@@ -44,6 +50,9 @@ struct acpi_pm {
 /* Fills in pm; the caller then adds &pm->io to its port bus. cb may be NULL. Returns 0 or -errno.
  */
 int acpi_pm_init(struct acpi_pm *pm, uint16_t base, const struct acpi_pm_callbacks *cb);
+/* A press of the power button (what QMP's system_powerdown does): the OS sees PWRBTN_STS
+ * and, if it enabled the event, an SCI; an ACPI OS then shuts down in order. */
+void acpi_pm_power_button(struct acpi_pm *pm);
 /* After the caller has removed &pm->io from its bus. */
 void acpi_pm_destroy(struct acpi_pm *pm);
 

@@ -503,8 +503,9 @@ static void acpi_fill_fadt(struct acpi_fadt *f, const struct acpi_config *cfg, u
 	/* No 8042 flag: Linux then skips probing a keyboard controller. */
 	f->iapc_boot_arch = FADT_BOOT_VGA_NOT_PRESENT;
 	/* TMR_VAL_EXT stays clear: the PM timer is 24 bits wide. */
-	f->flags = FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_PWR_BUTTON | FADT_F_SLP_BUTTON |
-	           FADT_F_FIX_RTC | FADT_F_RESET_REG_SUP;
+	/* No PWR_BUTTON flag: the power button is the fixed-feature one in PM1 (acpi_pm). */
+	f->flags = FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON | FADT_F_FIX_RTC |
+	           FADT_F_RESET_REG_SUP;
 	/* Linux uses the reset register only if it is exactly 8 bits at bit offset 0. */
 	f->reset_reg = acpi_gas_io(pm + ACPI_PM_RESET_OFF, 1, 1);
 	f->reset_value = ACPI_RESET_VALUE;

@@ -57,6 +57,7 @@ struct vm_config {
 	enum console_kind vconsole_kind;
 	const char *vconsole_path;
 	int vconsole_in, vconsole_out; /* its host fds, opened before the guest starts */
+	const char *control_path;      /* --control socket, NULL: none */
 };
 
 #endif

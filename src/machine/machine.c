@@ -99,6 +99,20 @@ static void guest_reset(void *opaque)
 	machine_request_exit(opaque, MACHINE_RESET);
 }
 
+static void acpi_sci(void *opaque, bool level)
+{
+	struct machine *m = opaque;
+	int r = hv_irq_line(&m->hv, SCI_IRQ, level);
+
+	if (r < 0)
+		log_warn("acpi: cannot set the SCI (IRQ %d): %s", SCI_IRQ, strerror(-r));
+}
+
+void machine_powerdown(struct machine *m)
+{
+	acpi_pm_power_button(&m->pm);
+}
+
 /* --- creation --- */
 
 static uint64_t host_memory_limit(void)
@@ -132,7 +146,7 @@ static int create_devices(struct machine *m, char *err, size_t errlen)
 	struct serial8250_callbacks scb = {.set_irq = com1_set_irq, .tx = com1_tx, .opaque = m};
 	struct i8042_callbacks kcb = {.reset = guest_reset, .opaque = m};
 	struct acpi_pm_callbacks pcb = {
-	    .poweroff = guest_poweroff, .reset = guest_reset, .opaque = m};
+	    .poweroff = guest_poweroff, .reset = guest_reset, .sci = acpi_sci, .opaque = m};
 	int r;
 
 	m->com1 = serial8250_create(&scb);
@@ -380,6 +394,8 @@ int machine_create(struct machine *m, const struct vm_config *cfg, const struct 
 	m->hv.sys_fd = m->hv.vm_fd = -1;
 	m->mem.fd = -1;
 	pthread_mutex_init(&m->exit_lock, NULL);
+	pthread_mutex_init(&m->pause_lock, NULL);
+	pthread_cond_init(&m->pause_cond, NULL);
 	io_bus_init(&m->pio, "port");
 	io_bus_init(&m->mmio, "MMIO");
 
@@ -487,6 +503,84 @@ void machine_request_exit(struct machine *m, enum machine_exit why)
 	if (write(m->event_fd, &one, sizeof(one)) < 0) {
 		/* the counter is already non-zero: the main loop will wake anyway */
 	}
+	/* Parked vCPUs and a waiting machine_pause() must see `stopping`. */
+	pthread_mutex_lock(&m->pause_lock);
+	pthread_cond_broadcast(&m->pause_cond);
+	pthread_mutex_unlock(&m->pause_lock);
+}
+
+void machine_park(struct machine *m)
+{
+	pthread_mutex_lock(&m->pause_lock);
+	m->parked++;
+	pthread_cond_broadcast(&m->pause_cond);
+	while (atomic_load(&m->pause_wanted) && !atomic_load(&m->stopping))
+		pthread_cond_wait(&m->pause_cond, &m->pause_lock);
+	m->parked--;
+	pthread_mutex_unlock(&m->pause_lock);
+}
+
+static unsigned running_vcpus(const struct machine *m)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; m->vcpus && i < m->ncpus; i++)
+		n += m->vcpus[i].started;
+	return n;
+}
+
+int machine_pause(struct machine *m)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&m->pause_lock);
+	if (m->paused)
+		goto out;
+	atomic_store(&m->pause_wanted, true);
+	for (unsigned i = 0; m->vcpus && i < m->ncpus; i++)
+		vcpu_kick(&m->vcpus[i]);
+	while (m->parked < running_vcpus(m) && !atomic_load(&m->stopping))
+		pthread_cond_wait(&m->pause_cond, &m->pause_lock);
+	if (atomic_load(&m->stopping)) {
+		atomic_store(&m->pause_wanted, false);
+		ret = -ESHUTDOWN;
+		goto out;
+	}
+	/* kvmclock keeps counting host time unless told otherwise (QEMU does the same). */
+	memset(&m->paused_clock, 0, sizeof(m->paused_clock));
+	if (ioctl(m->hv.vm_fd, KVM_GET_CLOCK, &m->paused_clock) < 0)
+		log_warn("pause: KVM_GET_CLOCK: %s (guest time will jump at resume)",
+		         strerror(errno));
+	m->paused = true;
+out:
+	pthread_mutex_unlock(&m->pause_lock);
+	return ret;
+}
+
+int machine_resume(struct machine *m)
+{
+	pthread_mutex_lock(&m->pause_lock);
+	if (m->paused) {
+		struct kvm_clock_data c = {.clock = m->paused_clock.clock};
+
+		if (c.clock && ioctl(m->hv.vm_fd, KVM_SET_CLOCK, &c) < 0)
+			log_warn("resume: KVM_SET_CLOCK: %s", strerror(errno));
+		m->paused = false;
+	}
+	atomic_store(&m->pause_wanted, false);
+	pthread_cond_broadcast(&m->pause_cond);
+	pthread_mutex_unlock(&m->pause_lock);
+	return 0;
+}
+
+bool machine_paused(struct machine *m)
+{
+	bool p;
+
+	pthread_mutex_lock(&m->pause_lock);
+	p = m->paused;
+	pthread_mutex_unlock(&m->pause_lock);
+	return p;
 }
 
 enum machine_exit machine_exit_reason(struct machine *m)
@@ -543,6 +637,8 @@ void machine_destroy(struct machine *m)
 		close(m->event_fd);
 	m->event_fd = -1;
 	pthread_mutex_destroy(&m->exit_lock);
+	pthread_mutex_destroy(&m->pause_lock);
+	pthread_cond_destroy(&m->pause_cond);
 }
 
 size_t machine_console_input(struct machine *m, const uint8_t *buf, size_t len)

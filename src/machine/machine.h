@@ -40,6 +40,7 @@ struct vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool started;
+	int tid; /* the vCPU thread's kernel id (query-cpus); 0 until it runs */
 };
 
 /* What the machine needs from the process around it. */
@@ -77,8 +78,16 @@ struct machine {
 	pthread_mutex_t exit_lock;
 	enum machine_exit exit_reason;
 	atomic_bool stopping;
-	int event_fd;                    /* readable once exit_reason is set */
-	uint8_t pio_reported[65536 / 8]; /* unclaimed ports already logged (debug level) */
+	int event_fd; /* readable once exit_reason is set */
+
+	/* Pause (machine_pause/resume): vCPUs park before KVM_RUN while pause_wanted. */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	atomic_bool pause_wanted;
+	unsigned parked; /* vCPU threads waiting in the park */
+	bool paused;
+	struct kvm_clock_data paused_clock; /* kvmclock at pause, restored at resume */
+	uint8_t pio_reported[65536 / 8];    /* unclaimed ports already logged (debug level) */
 };
 
 /*
@@ -102,6 +111,22 @@ enum machine_exit machine_exit_reason(struct machine *m);
 enum machine_exit machine_stop(struct machine *m);
 
 void machine_destroy(struct machine *m);
+
+/*
+ * Stops every vCPU outside KVM_RUN and freezes the guest's kvmclock (restored at resume,
+ * so guest time does not advance while paused, as with QEMU's stop). Waits until all
+ * vCPUs have parked; returns 0, or -ESHUTDOWN if the machine is stopping. Idempotent.
+ * Any thread but a vCPU's.
+ */
+int machine_pause(struct machine *m);
+/* Restores the clock and lets the vCPUs run again. Idempotent. */
+int machine_resume(struct machine *m);
+bool machine_paused(struct machine *m);
+/* Called by a vCPU thread before KVM_RUN when pause_wanted is set. */
+void machine_park(struct machine *m);
+
+/* Presses the ACPI power button (PM1 PWRBTN_STS + SCI): an ACPI OS shuts down in order. */
+void machine_powerdown(struct machine *m);
 
 /* Host keyboard input for the serial console; returns the bytes accepted. */
 size_t machine_console_input(struct machine *m, const uint8_t *buf, size_t len);

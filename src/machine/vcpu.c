@@ -237,7 +237,12 @@ void *vcpu_thread(void *arg)
 		    ru.ru_stime.tv_sec * 1e3 + ru.ru_stime.tv_usec / 1e3);
 	}
 
+	v->tid = gettid();
 	while (!atomic_load(&m->stopping)) {
+		if (atomic_load(&m->pause_wanted)) {
+			machine_park(m);
+			continue;
+		}
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				v->run->immediate_exit = 0;

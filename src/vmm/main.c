@@ -17,6 +17,7 @@
 #include "options.h"
 #include "util.h"
 #include "vcpu.h"
+#include "vmm_control.h"
 
 #define EXIT_CONFIG      1
 #define EXIT_GUEST_CRASH 2
@@ -203,7 +204,8 @@ static int run(struct vm_config *cfgp)
 	sigset_t sigs;
 	int sig_fd, r, status = EXIT_CONFIG;
 	unsigned boots = 0;
-	bool host_stop;
+	bool host_stop, host_reset;
+	struct vmm_ctl *ctl = NULL;
 
 	log_set_level(cfg.verbose >= 2 ? LOG_DEBUG : cfg.verbose ? LOG_INFO : LOG_WARN);
 	if (cfg.name) {
@@ -241,6 +243,13 @@ static int run(struct vm_config *cfgp)
 		goto out_files;
 	}
 
+	if (cfg.control_path) {
+		ctl = vmm_ctl_start(cfg.control_path, &cfg, err, sizeof(err));
+		if (!ctl) {
+			log_err("--control %s", err);
+			goto out_sig;
+		}
+	}
 	if (console_open(&con, &cfg, err, sizeof(err)) < 0) {
 		log_err("%s", err);
 		goto out_sig;
@@ -274,19 +283,22 @@ static int run(struct vm_config *cfgp)
 			break;
 		}
 		boots++;
-		if (machine_start(&m) == 0)
+		if (machine_start(&m) == 0) {
+			vmm_ctl_attach(ctl, &m);
 			why = supervise(&m, &con, sig_fd);
-		else
+		} else {
 			why = MACHINE_FAILED;
+		}
 		host_stop = why == MACHINE_STOPPED;
 		if (host_stop)
 			machine_request_exit(&m, MACHINE_STOPPED);
 		why = machine_stop(&m);
 		if (host_stop)
 			why = MACHINE_STOPPED; /* wins over a reset the guest did meanwhile */
+		why = vmm_ctl_detach(ctl, why, &host_reset);
 		machine_destroy(&m);
 
-		if (why == MACHINE_RESET && cfg.on_reboot == ON_REBOOT_RESTART) {
+		if (why == MACHINE_RESET && (cfg.on_reboot == ON_REBOOT_RESTART || host_reset)) {
 			log_info("guest rebooted: restarting it (boot %u)", boots + 1);
 			continue;
 		}
@@ -312,6 +324,7 @@ static int run(struct vm_config *cfgp)
 	if (cfg.vconsole)
 		console_close(&vcon);
 out_sig:
+	vmm_ctl_stop(ctl);
 	close(sig_fd);
 out_files:
 	unmap_boot_files(&boot);

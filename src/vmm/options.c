@@ -27,6 +27,8 @@ const char options_usage[] =
     "                       a virtio-net interface on a tap device, or user-mode\n"
     "                       networking through passt (guest 10.0.2.15/24, host 10.0.2.2)\n"
     "  --rng                a virtio-rng entropy device fed by the host's getrandom()\n"
+    "  --control PATH       a QMP-style control socket (mode 0600): query-status, stop, cont,\n"
+    "                       system_reset, quit, query-cpus-fast, query-block, query-stats, ...\n"
     "  --vconsole KIND      a virtio console port (/dev/hvc0): file:PATH | pty\n"
     "  --name NAME          a name for messages and process listings\n"
     "  --kvm-device PATH    the KVM device (default /dev/kvm)\n"
@@ -51,6 +53,7 @@ enum {
 	OPT_DISK,
 	OPT_NET,
 	OPT_RNG,
+	OPT_CONTROL,
 	OPT_VCONSOLE,
 };
 
@@ -68,6 +71,7 @@ static const struct option long_opts[] = {
     {"disk", required_argument, NULL, OPT_DISK},
     {"net", required_argument, NULL, OPT_NET},
     {"rng", no_argument, NULL, OPT_RNG},
+    {"control", required_argument, NULL, OPT_CONTROL},
     {"vconsole", required_argument, NULL, OPT_VCONSOLE},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -424,6 +428,13 @@ enum options_result options_parse(int argc, char **argv, struct vm_config *cfg, 
 		case OPT_NET:
 			if (parse_net(cfg, optarg, err, errlen) < 0)
 				return OPTIONS_ERROR;
+			break;
+		case OPT_CONTROL:
+			if (!*optarg) {
+				snprintf(err, errlen, "--control: empty path — give a socket path");
+				return OPTIONS_ERROR;
+			}
+			cfg->control_path = optarg;
 			break;
 		case OPT_RNG:
 			cfg->rng = true;

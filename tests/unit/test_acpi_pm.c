@@ -231,3 +231,52 @@ TEST(acpi_pm_no_callbacks)
 	wr(&pm, ACPI_PM_RESET_OFF, ACPI_RESET_VALUE, 1);
 	acpi_pm_destroy(&pm);
 }
+
+struct sci_log {
+	int changes;
+	bool level;
+};
+
+static void on_sci(void *opaque, bool level)
+{
+	struct sci_log *l = opaque;
+
+	l->changes++;
+	l->level = level;
+}
+
+/* The power button sets PWRBTN_STS; the SCI follows status & enable, and clearing the
+ * status (write 1) or the enable bit lowers it. */
+TEST(power_button_raises_sci_while_enabled)
+{
+	struct sci_log l = {0};
+	struct acpi_pm_callbacks cb = {.sci = on_sci, .opaque = &l};
+	struct acpi_pm pm;
+
+	CHECK_EQ(acpi_pm_init(&pm, 0x600, &cb), 0);
+	acpi_pm_power_button(&pm);
+	CHECK_EQ(rd(&pm, 0, 2) & (1u << 8), 1u << 8);
+	CHECK_EQ(l.changes, 0); /* not enabled: no SCI */
+	wr(&pm, 0, 1u << 8, 2); /* clear */
+	CHECK_EQ(rd(&pm, 0, 2) & (1u << 8), 0);
+
+	wr(&pm, 2, 1u << 8, 2); /* PWRBTN_EN */
+	CHECK_EQ(rd(&pm, 2, 2), 1u << 8);
+	acpi_pm_power_button(&pm);
+	CHECK(l.level);
+	CHECK_EQ(l.changes, 1);
+	acpi_pm_power_button(&pm); /* still pending: no new edge */
+	CHECK_EQ(l.changes, 1);
+	wr(&pm, 0, 1u << 15, 2); /* clearing another bit leaves it */
+	CHECK(l.level);
+	wr(&pm, 0, 1u << 8, 2);
+	CHECK(!l.level);
+	CHECK_EQ(l.changes, 2);
+
+	acpi_pm_power_button(&pm);
+	CHECK(l.level);
+	wr(&pm, 2, 0, 2); /* disabling the event lowers the line too */
+	CHECK(!l.level);
+	CHECK_EQ(rd(&pm, 0, 2) & (1u << 8), 1u << 8);
+	acpi_pm_destroy(&pm);
+}

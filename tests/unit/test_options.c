@@ -227,3 +227,26 @@ TEST(options_parse_twice_resets_state)
 	CHECK(cfg.name == NULL);
 	CHECK_STR(cfg.kernel, "d");
 }
+
+TEST(options_control_and_disk_format)
+{
+	struct vm_config cfg;
+
+	CHECK_EQ(parse(&cfg, "--kernel", "k", "--control", "/run/vm.sock", "--disk",
+	               "path=/d.qcow2,format=qcow2,l2-cache-size=4M", NULL),
+	         OPTIONS_OK);
+	CHECK_STR(cfg.control_path, "/run/vm.sock");
+	CHECK_EQ(cfg.disks[0].opts.format, IMG_FMT_QCOW2);
+	CHECK_EQ(cfg.disks[0].opts.l2_cache_bytes, 4 * 1024 * 1024);
+	options_free(&cfg);
+	CHECK_EQ(parse(&cfg, "--kernel", "k", "--control", "", NULL), OPTIONS_ERROR);
+	CHECK(contains(errbuf, "--control"));
+	options_free(&cfg);
+	CHECK_EQ(parse(&cfg, "--kernel", "k", "--disk", "path=/d,format=vmdk", NULL), OPTIONS_ERROR);
+	CHECK(contains(errbuf, "format=raw, qcow2 or auto"));
+	options_free(&cfg);
+	CHECK_EQ(parse(&cfg, "--kernel", "k", "--disk", "path=/d,l2-cache-size=2G", NULL),
+	         OPTIONS_ERROR);
+	CHECK(contains(errbuf, "l2-cache-size"));
+	options_free(&cfg);
+}
