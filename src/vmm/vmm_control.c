@@ -223,7 +223,6 @@ static json_t *block_list(struct vmm_ctl *c, bool stats)
 	return list;
 }
 
-
 static json_t *net_list(struct vmm_ctl *c, bool stats)
 {
 	json_t *list = json_array();
