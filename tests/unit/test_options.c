@@ -242,7 +242,8 @@ TEST(options_control_and_disk_format)
 	CHECK_EQ(parse(&cfg, "--kernel", "k", "--control", "", NULL), OPTIONS_ERROR);
 	CHECK(contains(errbuf, "--control"));
 	options_free(&cfg);
-	CHECK_EQ(parse(&cfg, "--kernel", "k", "--disk", "path=/d,format=vmdk", NULL), OPTIONS_ERROR);
+	CHECK_EQ(parse(&cfg, "--kernel", "k", "--disk", "path=/d,format=vmdk", NULL),
+	         OPTIONS_ERROR);
 	CHECK(contains(errbuf, "format=raw, qcow2 or auto"));
 	options_free(&cfg);
 	CHECK_EQ(parse(&cfg, "--kernel", "k", "--disk", "path=/d,l2-cache-size=2G", NULL),
