@@ -346,6 +346,8 @@ void vmm_ctl_attach(struct vmm_ctl *c, struct machine *m)
 	c->m = m;
 	c->status = "running";
 	c->host_reset = false;
+	if (c->host_quit) /* quit arrived between two boots (a reboot in progress) */
+		machine_request_exit(m, MACHINE_STOPPED);
 	pthread_mutex_unlock(&c->lock);
 }
 
