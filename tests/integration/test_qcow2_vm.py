@@ -43,6 +43,18 @@ def check_exit(img):
     return qemu_img("check", img, check=False)
 
 
+def wait_unlocked(img, timeout=15):
+    """After SIGKILL the image lock can outlive the monitor briefly: the kernel tears down
+    an io_uring instance (which holds the registered file) asynchronously after the process
+    is reaped. Waits until qemu-img can take its lock."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = qemu_img("info", img, check=False)
+        if "lock" not in r.stderr or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
+
+
 def as_raw(img, tmp_path):
     out = tmp_path / (Path(img).name + ".raw")
     qemu_img("convert", "-O", "raw", img, out)
@@ -153,6 +165,7 @@ def test_kill_9_leaves_a_consistent_qcow2_with_every_flushed_record(baremetal, t
         flushed = [int(n) for n in re.findall(r"^writer: flushed (\d+)$", r.stdout, re.M)]
         last = flushed[-1] if flushed else 0
         flushed_total += last
+        wait_unlocked(img)
         c = check_exit(img)
         assert c.returncode in (0, 3), \
             f"round {round_} (killed after {delay:.2f} s, {last} records flushed): " \
