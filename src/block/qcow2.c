@@ -78,25 +78,6 @@ static int pread_zero(int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t r =
-		    pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return -EIO;
-		done += (size_t)r;
-	}
-	return 0;
-}
-
 int qcow2_corrupt(struct qcow2 *q, const char *table, uint64_t i, uint64_t val)
 {
 	log_ratelimited(&q->corrupt_rl, LOG_ERR,

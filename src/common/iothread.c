@@ -1,7 +1,9 @@
 /* iothread.c: epoll loop + eventfd for cross-thread calls. */
 #include "iothread.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,20 +35,19 @@ struct iothread {
 	pthread_t thread;
 	bool running;
 	bool stop;
-	pthread_mutex_t lock; /* calls, stop, watches[] */
-	pthread_cond_t cond;
+	pthread_mutex_t lock; /* calls, stop, watches[], the pause state */
+	pthread_cond_t cond;  /* calls done, paused, resumed, stopped, exited */
 	struct call *calls;
 	struct watch watches[MAX_WATCHES];
+	unsigned pauses;       /* iothread_pause() calls not yet resumed */
+	atomic_bool pause_req; /* pauses != 0, for the loop to test without the lock */
+	bool paused;           /* the loop is held in iothread_pause_point() */
+	bool exited;           /* the loop has returned */
 };
 
-static void run_calls(struct iothread *t)
+/* Lock held: runs the queued calls (dropping the lock around each). */
+static void run_calls_locked(struct iothread *t)
 {
-	uint64_t v;
-
-	if (read(t->wake_fd, &v, sizeof(v)) < 0) {
-		/* EAGAIN: nothing pending */
-	}
-	pthread_mutex_lock(&t->lock);
 	while (t->calls) {
 		struct call *c = t->calls;
 		t->calls = c->next;
@@ -56,7 +57,51 @@ static void run_calls(struct iothread *t)
 		c->done = true;
 		pthread_cond_broadcast(&t->cond);
 	}
+}
+
+static void run_calls(struct iothread *t)
+{
+	uint64_t v;
+
+	if (read(t->wake_fd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: nothing pending */
+	}
+	pthread_mutex_lock(&t->lock);
+	run_calls_locked(t);
 	pthread_mutex_unlock(&t->lock);
+}
+
+/*
+ * Between callbacks: blocks while a pause is requested, running only the calls made
+ * meanwhile. Unlocked fast path, since it runs after every callback; a request missed
+ * here is caught at the next point, and the requester's wake() makes sure there is one.
+ */
+static void iothread_pause_point(struct iothread *t)
+{
+	if (!atomic_load_explicit(&t->pause_req, memory_order_acquire))
+		return;
+	pthread_mutex_lock(&t->lock);
+	if (t->pauses && !t->stop) {
+		t->paused = true;
+		pthread_cond_broadcast(&t->cond);
+		while (t->pauses && !t->stop) {
+			if (t->calls)
+				run_calls_locked(t);
+			else
+				pthread_cond_wait(&t->cond, &t->lock);
+		}
+		t->paused = false;
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* Lock held: one pause fewer. */
+static void unpause_locked(struct iothread *t)
+{
+	assert(t->pauses > 0);
+	if (--t->pauses == 0)
+		atomic_store_explicit(&t->pause_req, false, memory_order_release);
+	pthread_cond_broadcast(&t->cond);
 }
 
 static void *loop(void *arg)
@@ -65,6 +110,7 @@ static void *loop(void *arg)
 	struct epoll_event ev[16];
 
 	for (;;) {
+		iothread_pause_point(t);
 		int n = epoll_wait(t->epfd, ev, 16, -1);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -76,12 +122,14 @@ static void *loop(void *arg)
 			struct watch *w;
 			if (ev[i].data.u64 == UINT64_MAX) {
 				run_calls(t);
-				continue;
+			} else {
+				w = &t->watches[ev[i].data.u64];
+				/* The slot may have been deleted by an earlier callback of this
+				 * batch (or while paused). */
+				if (w->fd >= 0)
+					w->fn(w->opaque, ev[i].events);
 			}
-			w = &t->watches[ev[i].data.u64];
-			/* The slot may have been deleted by an earlier callback of this batch. */
-			if (w->fd >= 0)
-				w->fn(w->opaque, ev[i].events);
+			iothread_pause_point(t);
 		}
 		pthread_mutex_lock(&t->lock);
 		bool stop = t->stop;
@@ -89,6 +137,10 @@ static void *loop(void *arg)
 		if (stop)
 			break;
 	}
+	pthread_mutex_lock(&t->lock);
+	t->exited = true;
+	pthread_cond_broadcast(&t->cond);
+	pthread_mutex_unlock(&t->lock);
 	return NULL;
 }
 
@@ -140,6 +192,7 @@ void iothread_free(struct iothread *t)
 	if (t->running) {
 		pthread_mutex_lock(&t->lock);
 		t->stop = true;
+		pthread_cond_broadcast(&t->cond); /* out of a pause, if paused */
 		pthread_mutex_unlock(&t->lock);
 		wake(t);
 		pthread_join(t->thread, NULL);
@@ -231,10 +284,35 @@ void iothread_call(struct iothread *t, void (*fn)(void *opaque), void *opaque)
 	for (tail = &t->calls; *tail; tail = &(*tail)->next)
 		;
 	*tail = &c;
+	pthread_cond_broadcast(&t->cond); /* a paused loop waits there, not in epoll */
 	pthread_mutex_unlock(&t->lock);
 	wake(t);
 	pthread_mutex_lock(&t->lock);
 	while (!c.done)
 		pthread_cond_wait(&t->cond, &t->lock);
+	pthread_mutex_unlock(&t->lock);
+}
+
+void iothread_pause(struct iothread *t)
+{
+	assert(!iothread_is_current(t));
+	pthread_mutex_lock(&t->lock);
+	t->pauses++;
+	atomic_store_explicit(&t->pause_req, true, memory_order_release);
+	pthread_mutex_unlock(&t->lock);
+	if (!t->running)
+		return;
+	wake(t);
+	pthread_mutex_lock(&t->lock);
+	while (!t->paused && !t->exited)
+		pthread_cond_wait(&t->cond, &t->lock);
+	pthread_mutex_unlock(&t->lock);
+}
+
+void iothread_resume(struct iothread *t)
+{
+	assert(!iothread_is_current(t));
+	pthread_mutex_lock(&t->lock);
+	unpause_locked(t);
 	pthread_mutex_unlock(&t->lock);
 }

@@ -47,4 +47,21 @@ void iothread_call(struct iothread *t, void (*fn)(void *opaque), void *opaque);
 /* True on t's own thread. */
 bool iothread_is_current(const struct iothread *t);
 
+/*
+ * Pausing (a snapshot): iothread_pause() returns once the loop thread is held between
+ * two callbacks (never inside one), and it stays held until iothread_resume(): no event
+ * callback runs meanwhile. It still runs what iothread_call() asks of it (on the loop
+ * thread, so what a callback owns stays that thread's), and nothing else: the caller
+ * decides what runs during the pause. Events that arrive meanwhile are handled after the
+ * resume (epoll is level-triggered: nothing is lost). Pauses nest: the loop runs again
+ * after as many resumes as pauses. Calling either from the loop thread itself is a bug
+ * (asserted). On a thread that is not running, pause and resume only count.
+ *
+ * To run something as the last thing before a pause (a device finishing its requests):
+ * pause first, then iothread_call() it. The other order lets callbacks for events that
+ * came meanwhile run between the two.
+ */
+void iothread_pause(struct iothread *t);
+void iothread_resume(struct iothread *t);
+
 #endif

@@ -113,6 +113,25 @@ void unmap_file(const uint8_t *data, size_t len)
 		munmap((void *)data, len);
 }
 
+int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t r =
+		    pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -EIO;
+		done += (size_t)r;
+	}
+	return 0;
+}
+
 uint8_t byte_sum(const void *p, size_t len)
 {
 	const uint8_t *b = p;

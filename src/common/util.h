@@ -36,6 +36,9 @@ const char *format_size(uint64_t bytes, char *buf, size_t len);
 int map_file(const char *path, const uint8_t **data, size_t *len);
 void unmap_file(const uint8_t *data, size_t len);
 
+/* pwrite() until all of buf is written (EINTR and short writes retried). 0 or -errno. */
+int pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+
 /* Little-endian stores and loads at any alignment (guest tables, boot headers). */
 static inline void put_le16(uint8_t *p, uint16_t v)
 {

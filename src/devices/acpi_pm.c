@@ -2,9 +2,11 @@
 #include "acpi_pm.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "snapshot_file.h"
 #include "util.h"
 
 #define NSEC_PER_SEC 1000000000ull
@@ -175,4 +177,72 @@ int acpi_pm_init(struct acpi_pm *pm, uint16_t base, const struct acpi_pm_callbac
 void acpi_pm_destroy(struct acpi_pm *pm)
 {
 	pthread_mutex_destroy(&pm->lock);
+}
+
+/* --- snapshot --- */
+
+/* Section "acpi-pm". timer_ns: nanoseconds the PM timer had counted (before wrapping). */
+struct acpi_pm_state {
+	uint16_t status, enable, control, pad0;
+	uint64_t timer_ns;
+	uint8_t sci_level;
+	uint8_t pad1[7];
+};
+_Static_assert(sizeof(struct acpi_pm_state) == 24, "acpi_pm_state layout");
+
+#define ACPI_PM_TAG "acpi-pm"
+/* Status bits this model ever sets (writes only clear them). */
+#define ACPI_PM_STS_MODELLED (ACPI_PM1_STS_PWRBTN | ACPI_PM1_STS_WAK)
+
+int acpi_pm_save(const struct acpi_pm *pm, struct snap_writer *w, uint32_t inst)
+{
+	pthread_mutex_t *lock = (pthread_mutex_t *)&pm->lock;
+	struct acpi_pm_state st;
+
+	memset(&st, 0, sizeof(st));
+	pthread_mutex_lock(lock);
+	st.status = pm->status;
+	st.enable = pm->enable;
+	st.control = pm->control;
+	st.sci_level = pm->sci_level;
+	pthread_mutex_unlock(lock);
+	st.timer_ns = acpi_pm_now_ns() - pm->start_ns;
+	return snap_put(w, ACPI_PM_TAG, inst, &st, sizeof(st));
+}
+
+int acpi_pm_load(struct acpi_pm *pm, const struct snap_reader *r, uint32_t inst, char *err,
+                 size_t errlen)
+{
+	struct acpi_pm_state st;
+	const char *field = NULL;
+	unsigned val = 0;
+	int ret = snap_get_exact(r, ACPI_PM_TAG, inst, &st, sizeof(st), err, errlen);
+
+	if (ret < 0)
+		return ret;
+	if (st.status & ~ACPI_PM_STS_MODELLED) {
+		field = "PM1 status";
+		val = st.status;
+	} else if (st.control & (ACPI_PM1_CNT_SLP_EN | ACPI_PM1_CNT_GBL_RLS)) {
+		field = "PM1 control (write-only bits set)";
+		val = st.control;
+	} else if (st.sci_level != ((st.status & st.enable & ACPI_PM_SCI_EVENTS) != 0)) {
+		field = "SCI level (not what status and enable imply)";
+		val = st.sci_level;
+	}
+	if (field) {
+		snprintf(err, errlen, "%s: section %s %u: %s 0x%x out of range",
+		         snap_reader_name(r), ACPI_PM_TAG, inst, field, val);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&pm->lock);
+	pm->status = st.status;
+	pm->enable = st.enable;
+	pm->control = st.control;
+	/* Wraps for a count longer than this host's uptime: the subtraction in
+	 * acpi_pm_timer() wraps back, so the timer still resumes at timer_ns. */
+	pm->start_ns = acpi_pm_now_ns() - st.timer_ns;
+	acpi_pm_update_sci(pm); /* raises the SCI again if it was */
+	pthread_mutex_unlock(&pm->lock);
+	return 0;
 }

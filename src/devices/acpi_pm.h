@@ -4,11 +4,15 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "acpi.h"
 #include "iobus.h"
 #include "log.h"
+
+struct snap_writer;
+struct snap_reader;
 
 /*
  * What the guest asks of the machine. Either pointer may be NULL. They run on the vCPU
@@ -55,5 +59,16 @@ int acpi_pm_init(struct acpi_pm *pm, uint16_t base, const struct acpi_pm_callbac
 void acpi_pm_power_button(struct acpi_pm *pm);
 /* After the caller has removed &pm->io from its bus. */
 void acpi_pm_destroy(struct acpi_pm *pm);
+
+/*
+ * Snapshot, section "acpi-pm" number `inst`: PM1 status, enable and control, the PM
+ * timer's count (as nanoseconds of its clock: it resumes from there, so the guest sees no
+ * jump, as with its other clocks across a snapshot) and the SCI level. Load into a block
+ * fresh from acpi_pm_init(); the SCI is raised again through cb.sci if it was. Returns 0,
+ * or -EINVAL/-ENOENT with one line in err naming the section and field (pm unchanged).
+ */
+int acpi_pm_save(const struct acpi_pm *pm, struct snap_writer *w, uint32_t inst);
+int acpi_pm_load(struct acpi_pm *pm, const struct snap_reader *r, uint32_t inst, char *err,
+                 size_t errlen);
 
 #endif

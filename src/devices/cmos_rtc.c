@@ -1,9 +1,12 @@
 /* cmos_rtc.c: MC146818 RTC: time registers computed from the host clock plus a guest offset. */
 #include "cmos_rtc.h"
 
+#include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "snapshot_file.h"
 #include "util.h"
 
 enum {
@@ -187,4 +190,70 @@ void cmos_rtc_init(struct cmos_rtc *rtc)
 void cmos_rtc_destroy(struct cmos_rtc *rtc)
 {
 	pthread_mutex_destroy(&rtc->lock);
+}
+
+/* --- snapshot --- */
+
+/* Section "rtc". offset is the signed seconds of struct cmos_rtc, two's complement. */
+struct cmos_rtc_state {
+	uint8_t index;
+	uint8_t pad[7];
+	uint64_t offset;
+	uint8_t ram[128];
+};
+_Static_assert(sizeof(struct cmos_rtc_state) == 144, "cmos_rtc_state layout");
+
+#define CMOS_RTC_TAG "rtc"
+/*
+ * Far beyond any offset a guest can set (years up to 25755 through a binary-mode century
+ * register), yet small enough that host time plus it cannot overflow a time_t nor make
+ * gmtime_r() fail.
+ */
+#define CMOS_RTC_MAX_OFFSET (INT64_C(1) << 44)
+
+int cmos_rtc_save(const struct cmos_rtc *rtc, struct snap_writer *w, uint32_t inst)
+{
+	pthread_mutex_t *lock = (pthread_mutex_t *)&rtc->lock;
+	struct cmos_rtc_state st;
+
+	memset(&st, 0, sizeof(st));
+	pthread_mutex_lock(lock);
+	st.index = rtc->index;
+	st.offset = (uint64_t)rtc->offset;
+	memcpy(st.ram, rtc->ram, sizeof(st.ram));
+	pthread_mutex_unlock(lock);
+	return snap_put(w, CMOS_RTC_TAG, inst, &st, sizeof(st));
+}
+
+int cmos_rtc_load(struct cmos_rtc *rtc, const struct snap_reader *r, uint32_t inst, char *err,
+                  size_t errlen)
+{
+	struct cmos_rtc_state st;
+	int64_t offset;
+	int ret = snap_get_exact(r, CMOS_RTC_TAG, inst, &st, sizeof(st), err, errlen);
+
+	if (ret < 0)
+		return ret;
+	offset = (int64_t)st.offset;
+	if (st.index >= sizeof(rtc->ram)) {
+		snprintf(err, errlen, "%s: section %s %u: index 0x%x >= 0x%zx", snap_reader_name(r),
+		         CMOS_RTC_TAG, inst, st.index, sizeof(rtc->ram));
+		return -EINVAL;
+	}
+	if (offset > CMOS_RTC_MAX_OFFSET || offset < -CMOS_RTC_MAX_OFFSET) {
+		snprintf(err, errlen, "%s: section %s %u: offset %lld s from host time is absurd",
+		         snap_reader_name(r), CMOS_RTC_TAG, inst, (long long)offset);
+		return -EINVAL;
+	}
+	if (st.ram[RTC_REG_A] & 0x80) {
+		snprintf(err, errlen, "%s: section %s %u: register A 0x%x has UIP set",
+		         snap_reader_name(r), CMOS_RTC_TAG, inst, st.ram[RTC_REG_A]);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&rtc->lock);
+	rtc->index = st.index;
+	rtc->offset = offset;
+	memcpy(rtc->ram, st.ram, sizeof(rtc->ram));
+	pthread_mutex_unlock(&rtc->lock);
+	return 0;
 }

@@ -1,8 +1,11 @@
 /* i8042.c: keyboard-controller commands Linux uses at reboot (0xFE pulse, 0xD1 output port). */
 #include "i8042.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "snapshot_file.h"
 #include "util.h"
 
 #define STATUS_OBF 0x01
@@ -119,4 +122,58 @@ void i8042_init(struct i8042 *k, const struct i8042_callbacks *cb)
 void i8042_destroy(struct i8042 *k)
 {
 	pthread_mutex_destroy(&k->lock);
+}
+
+/* --- snapshot --- */
+
+/* Section "i8042". */
+struct i8042_state {
+	uint8_t cmd_byte;
+	uint8_t pending; /* 0, 0x60 or 0xd1 */
+	uint8_t out;
+	uint8_t out_full;
+};
+_Static_assert(sizeof(struct i8042_state) == 4, "i8042_state layout");
+
+#define I8042_TAG "i8042"
+
+int i8042_save(const struct i8042 *k, struct snap_writer *w, uint32_t inst)
+{
+	pthread_mutex_t *lock = (pthread_mutex_t *)&k->lock;
+	struct i8042_state st;
+
+	pthread_mutex_lock(lock);
+	st.cmd_byte = k->cmd_byte;
+	st.pending = k->pending;
+	st.out = k->out;
+	st.out_full = k->out_full;
+	pthread_mutex_unlock(lock);
+	return snap_put(w, I8042_TAG, inst, &st, sizeof(st));
+}
+
+int i8042_load(struct i8042 *k, const struct snap_reader *r, uint32_t inst, char *err,
+               size_t errlen)
+{
+	struct i8042_state st;
+	int ret = snap_get_exact(r, I8042_TAG, inst, &st, sizeof(st), err, errlen);
+
+	if (ret < 0)
+		return ret;
+	if (st.pending != 0 && st.pending != 0x60 && st.pending != 0xd1) {
+		snprintf(err, errlen, "%s: section %s %u: pending command 0x%x is not 0x60 or 0xd1",
+		         snap_reader_name(r), I8042_TAG, inst, st.pending);
+		return -EINVAL;
+	}
+	if (st.out_full > 1) {
+		snprintf(err, errlen, "%s: section %s %u: out_full %u is not 0 or 1",
+		         snap_reader_name(r), I8042_TAG, inst, st.out_full);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&k->lock);
+	k->cmd_byte = st.cmd_byte;
+	k->pending = st.pending;
+	k->out = st.out;
+	k->out_full = st.out_full;
+	pthread_mutex_unlock(&k->lock);
+	return 0;
 }

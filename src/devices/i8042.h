@@ -4,9 +4,13 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "iobus.h"
+
+struct snap_writer;
+struct snap_reader;
 
 struct i8042_callbacks {
 	void (*reset)(void *opaque); /* the guest pulsed the CPU reset line */
@@ -27,5 +31,14 @@ struct i8042 {
 /* The caller adds &kbd->data_io and &kbd->cmd_io to its port bus. */
 void i8042_init(struct i8042 *kbd, const struct i8042_callbacks *cb);
 void i8042_destroy(struct i8042 *kbd);
+
+/*
+ * Snapshot, section "i8042" number `inst`: command byte, the command waiting for its data
+ * byte, the output buffer. Load into a controller fresh from i8042_init(); returns 0, or
+ * -EINVAL/-ENOENT with one line in err naming the section and field (kbd unchanged).
+ */
+int i8042_save(const struct i8042 *kbd, struct snap_writer *w, uint32_t inst);
+int i8042_load(struct i8042 *kbd, const struct snap_reader *r, uint32_t inst, char *err,
+               size_t errlen);
 
 #endif

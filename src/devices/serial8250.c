@@ -1,10 +1,13 @@
 /* serial8250.c: 16550A UART registers, receive FIFO and interrupt logic, behind one mutex. */
 #include "serial8250.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "snapshot_file.h"
 #include "util.h"
 
 #define IER_ERBFI 0x01 /* rx data available */
@@ -427,4 +430,126 @@ size_t serial8250_rx_room(struct serial8250 *s)
 	room = serial8250_rx_room_locked(s);
 	pthread_mutex_unlock(&s->lock);
 	return room;
+}
+
+/* --- snapshot --- */
+
+/*
+ * Section "serial": the registers, then the rx FIFO as its ring (rx[rx_head] is the next
+ * byte the guest reads). irq_level is the line as the registers imply it, recorded so a
+ * loader can check them against each other.
+ */
+struct serial8250_state {
+	uint8_t ier, fcr, lcr, mcr, scr, dll, dlm, msr_delta;
+	uint8_t overrun, thre_pending, irq_level, pad0;
+	uint8_t rx_head, rx_count, pad1[2];
+	uint8_t rx[SERIAL8250_RX_FIFO_SIZE];
+};
+_Static_assert(sizeof(struct serial8250_state) == 16 + SERIAL8250_RX_FIFO_SIZE,
+               "serial8250_state layout");
+_Static_assert(SERIAL8250_RX_FIFO_SIZE <= 255, "rx_count fits a byte");
+
+#define SERIAL8250_TAG "serial"
+
+int serial8250_save(const struct serial8250 *s, struct snap_writer *w, uint32_t inst)
+{
+	struct serial8250 *m = (struct serial8250 *)s; /* the lock only */
+	struct serial8250_state st;
+
+	memset(&st, 0, sizeof(st));
+	pthread_mutex_lock(&m->lock);
+	st.ier = s->ier;
+	st.fcr = s->fcr;
+	st.lcr = s->lcr;
+	st.mcr = s->mcr;
+	st.scr = s->scr;
+	st.dll = s->dll;
+	st.dlm = s->dlm;
+	st.msr_delta = s->msr_delta;
+	st.overrun = s->overrun;
+	st.thre_pending = s->thre_pending;
+	st.irq_level = serial8250_irq_level(s);
+	st.rx_head = (uint8_t)s->rx_head;
+	st.rx_count = (uint8_t)s->rx_count;
+	memcpy(st.rx, s->rx, sizeof(st.rx));
+	pthread_mutex_unlock(&m->lock);
+	return snap_put(w, SERIAL8250_TAG, inst, &st, sizeof(st));
+}
+
+static int serial8250_bad(char *err, size_t errlen, const struct snap_reader *r, uint32_t inst,
+                          const char *field, unsigned val)
+{
+	snprintf(err, errlen, "%s: section %s %u: %s 0x%x out of range", snap_reader_name(r),
+	         SERIAL8250_TAG, inst, field, val);
+	return -EINVAL;
+}
+
+int serial8250_load(struct serial8250 *s, const struct snap_reader *r, uint32_t inst, char *err,
+                    size_t errlen)
+{
+	struct serial8250_state st;
+	struct serial8250 t;
+	int ret = snap_get_exact(r, SERIAL8250_TAG, inst, &st, sizeof(st), err, errlen);
+
+	if (ret < 0)
+		return ret;
+	if (st.ier & ~IER_MASK)
+		return serial8250_bad(err, errlen, r, inst, "IER", st.ier);
+	if (st.fcr & ~(FCR_ENABLE | FCR_TRIGGER))
+		return serial8250_bad(err, errlen, r, inst, "FCR", st.fcr);
+	if (st.mcr & ~MCR_MASK)
+		return serial8250_bad(err, errlen, r, inst, "MCR", st.mcr);
+	if (st.msr_delta & ~(MSR_DCTS | MSR_DDSR | MSR_TERI | MSR_DDCD))
+		return serial8250_bad(err, errlen, r, inst, "MSR delta bits", st.msr_delta);
+	if (st.overrun > 1)
+		return serial8250_bad(err, errlen, r, inst, "overrun", st.overrun);
+	if (st.thre_pending > 1)
+		return serial8250_bad(err, errlen, r, inst, "thre_pending", st.thre_pending);
+	if (st.irq_level > 1)
+		return serial8250_bad(err, errlen, r, inst, "irq_level", st.irq_level);
+	if (st.rx_head >= SERIAL8250_RX_FIFO_SIZE)
+		return serial8250_bad(err, errlen, r, inst, "rx FIFO head", st.rx_head);
+	if (st.rx_count > SERIAL8250_RX_FIFO_SIZE)
+		return serial8250_bad(err, errlen, r, inst, "rx FIFO count", st.rx_count);
+
+	/* The registers as the chip would hold them, checked before s is touched. */
+	memset(&t, 0, sizeof(t));
+	t.ier = st.ier;
+	t.fcr = st.fcr;
+	t.lcr = st.lcr;
+	t.mcr = st.mcr;
+	t.scr = st.scr;
+	t.dll = st.dll;
+	t.dlm = st.dlm;
+	t.msr_delta = st.msr_delta;
+	t.overrun = st.overrun;
+	t.thre_pending = st.thre_pending;
+	t.rx_head = st.rx_head;
+	t.rx_count = st.rx_count;
+	memcpy(t.rx, st.rx, sizeof(t.rx));
+	if (serial8250_irq_level(&t) != st.irq_level) {
+		snprintf(err, errlen,
+		         "%s: section %s %u: irq_level %u does not match the registers (IER 0x%x, "
+		         "MCR 0x%x)",
+		         snap_reader_name(r), SERIAL8250_TAG, inst, st.irq_level, st.ier, st.mcr);
+		return -EINVAL;
+	}
+
+	pthread_mutex_lock(&s->lock);
+	s->ier = t.ier;
+	s->fcr = t.fcr;
+	s->lcr = t.lcr;
+	s->mcr = t.mcr;
+	s->scr = t.scr;
+	s->dll = t.dll;
+	s->dlm = t.dlm;
+	s->msr_delta = t.msr_delta;
+	s->overrun = t.overrun;
+	s->thre_pending = t.thre_pending;
+	s->rx_head = t.rx_head;
+	s->rx_count = t.rx_count;
+	memcpy(s->rx, t.rx, sizeof(s->rx));
+	/* Delivers the line's new level through set_irq, as after any register access. */
+	serial8250_unlock(s);
+	return 0;
 }

@@ -56,6 +56,8 @@
 #define SERIAL8250_NR_REGS 8
 
 struct serial8250;
+struct snap_writer;
+struct snap_reader;
 
 /*
  * Callbacks are never invoked with the chip's lock held, so they may call back into the
@@ -113,5 +115,19 @@ size_t serial8250_receive(struct serial8250 *s, const uint8_t *buf, size_t len);
 
 /* Free space in the receive FIFO: 0 when full, and 0 while in loopback mode. */
 size_t serial8250_rx_room(struct serial8250 *s);
+
+/*
+ * Snapshot: every register, the receive FIFO (contents and positions) and the interrupt
+ * line, as section "serial" number `inst`. Returns 0 or -errno (from snap_put).
+ */
+int serial8250_save(const struct serial8250 *s, struct snap_writer *w, uint32_t inst);
+/*
+ * Loads what serial8250_save() wrote into s (fresh from serial8250_create(), or reset).
+ * Every field is checked: a bad section gives -EINVAL (-ENOENT if absent) and one line
+ * in err naming it and the field, leaving s unchanged. If the line was asserted, set_irq
+ * is called to assert it again (the callbacks are s's own, not the saved chip's).
+ */
+int serial8250_load(struct serial8250 *s, const struct snap_reader *r, uint32_t inst, char *err,
+                    size_t errlen);
 
 #endif

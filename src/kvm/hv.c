@@ -110,6 +110,8 @@ bool hv_has_cap(struct hv *hv, long cap)
 	return ioctl(hv->vm_fd >= 0 ? hv->vm_fd : hv->sys_fd, KVM_CHECK_EXTENSION, cap) > 0;
 }
 
+static int commit_routes(struct hv *hv);
+
 int hv_create_irqchip(struct hv *hv, uint64_t tss_addr, uint64_t identity_map_addr)
 {
 	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
@@ -124,7 +126,8 @@ int hv_create_irqchip(struct hv *hv, uint64_t tss_addr, uint64_t identity_map_ad
 		return -errno;
 	if (ioctl(hv->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
 		return -errno;
-	return 0;
+	/* Our table from the start: KVM's default routes GSI 0 to IOAPIC pin 0. */
+	return commit_routes(hv);
 }
 
 int hv_set_memory(struct hv *hv, uint32_t slot, uint64_t gpa, uint64_t size, void *host)
@@ -211,10 +214,12 @@ static int commit_routes(struct hv *hv)
 	if (!t)
 		return -ENOMEM;
 	for (unsigned pin = 0; pin < HV_IOAPIC_PINS; pin++) {
+		/* As QEMU does: the PIT raises GSI 0, which reaches IOAPIC pin 2 (the MADT's
+		 * and MP table's IRQ0 -> pin 2 override). */
 		t->entries[n++] = (struct kvm_irq_routing_entry){
 		    .gsi = pin,
 		    .type = KVM_IRQ_ROUTING_IRQCHIP,
-		    .u.irqchip = {.irqchip = KVM_IRQCHIP_IOAPIC, .pin = pin}};
+		    .u.irqchip = {.irqchip = KVM_IRQCHIP_IOAPIC, .pin = pin == 0 ? 2 : pin}};
 		if (pin < 16)
 			t->entries[n++] = (struct kvm_irq_routing_entry){
 			    .gsi = pin,

@@ -58,6 +58,10 @@ struct vm_config {
 	const char *vconsole_path;
 	int vconsole_in, vconsole_out; /* its host fds, opened before the guest starts */
 	const char *control_path;      /* --control socket, NULL: none */
+	/* The `run` arguments as given (saved in snapshots; restore parses them again). */
+	int argc;
+	char **argv;
+	const char *restore_dir; /* restore: the snapshot directory (machine_restore) */
 };
 
 #endif

@@ -4,19 +4,20 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util.h"
 
-int guest_mem_create(struct guest_mem *m, uint64_t size, uint64_t host_limit, unsigned phys_bits,
-                     char *err, size_t errlen)
+/* The checks every way of creating RAM shares: the size is usable on this host. */
+static int check_size(uint64_t size, uint64_t host_limit, unsigned phys_bits, char *err,
+                      size_t errlen)
 {
 	char a[32], b[32];
 	uint64_t top;
 
-	memset(m, 0, sizeof(*m));
-	m->fd = -1;
 	if (size < GM_MIN_SIZE) {
 		snprintf(err, errlen, "--memory %s: too small — a guest needs at least %s",
 		         format_size(size, a, sizeof(a)), format_size(GM_MIN_SIZE, b, sizeof(b)));
@@ -42,15 +43,16 @@ int guest_mem_create(struct guest_mem *m, uint64_t size, uint64_t host_limit, un
 		         format_size(size, a, sizeof(a)), phys_bits);
 		return -ERANGE;
 	}
-	m->fd = memfd_create("vmstack-guest-ram", MFD_CLOEXEC);
-	if (m->fd < 0 || ftruncate(m->fd, (off_t)size) < 0) {
-		int e = errno;
-		snprintf(err, errlen, "guest RAM (%s): %s", format_size(size, a, sizeof(a)),
-		         strerror(e));
-		guest_mem_destroy(m);
-		return -e;
-	}
-	m->host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->fd, 0);
+	return 0;
+}
+
+/* Maps m->fd (shared: RAM is the memfd; private: copy-on-write over a snapshot file). */
+static int map_ram(struct guest_mem *m, uint64_t size, bool shared, char *err, size_t errlen)
+{
+	char a[32];
+
+	m->host = mmap(NULL, size, PROT_READ | PROT_WRITE,
+	               (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_NORESERVE, m->fd, 0);
 	if (m->host == MAP_FAILED) {
 		int e = errno;
 		m->host = NULL;
@@ -70,6 +72,151 @@ int guest_mem_create(struct guest_mem *m, uint64_t size, uint64_t host_limit, un
 		m->nregions = 2;
 	}
 	return 0;
+}
+
+int guest_mem_create(struct guest_mem *m, uint64_t size, uint64_t host_limit, unsigned phys_bits,
+                     char *err, size_t errlen)
+{
+	char a[32];
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	r = check_size(size, host_limit, phys_bits, err, errlen);
+	if (r < 0)
+		return r;
+	m->fd = memfd_create("vmstack-guest-ram", MFD_CLOEXEC);
+	if (m->fd < 0 || ftruncate(m->fd, (off_t)size) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "guest RAM (%s): %s", format_size(size, a, sizeof(a)),
+		         strerror(e));
+		guest_mem_destroy(m);
+		return -e;
+	}
+	return map_ram(m, size, true, err, errlen);
+}
+
+int guest_mem_open_snapshot(struct guest_mem *m, uint64_t size, const char *path,
+                            uint64_t host_limit, unsigned phys_bits, char *err, size_t errlen)
+{
+	struct stat st;
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	r = check_size(size, host_limit, phys_bits, err, errlen);
+	if (r < 0)
+		return r;
+	m->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (m->fd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return r;
+	}
+	if (fstat(m->fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != size) {
+		snprintf(err, errlen,
+		         "%s: %llu bytes, the snapshot's guest has %llu — not this "
+		         "snapshot's memory file",
+		         path, (unsigned long long)st.st_size, (unsigned long long)size);
+		guest_mem_destroy(m);
+		return -EINVAL;
+	}
+	m->private_map = true;
+	return map_ram(m, size, false, err, errlen);
+}
+
+static bool page_is_zero(const uint8_t *p)
+{
+	static const uint8_t zero[4096];
+
+	return memcmp(p, zero, sizeof(zero)) == 0;
+}
+
+/* Writes the non-zero pages of host[from, to) at the same offsets in fd. */
+static int save_range(const struct guest_mem *m, int fd, uint64_t from, uint64_t to,
+                      uint64_t *written)
+{
+	uint64_t run = from, p;
+	int r;
+
+	for (p = from; p < to; p += 4096) {
+		if (!page_is_zero(m->host + p))
+			continue;
+		if (p > run) {
+			r = pwrite_all(fd, m->host + run, p - run, run);
+			if (r < 0)
+				return r;
+			*written += p - run;
+		}
+		run = p + 4096;
+	}
+	if (to > run) {
+		r = pwrite_all(fd, m->host + run, to - run, run);
+		if (r < 0)
+			return r;
+		*written += to - run;
+	}
+	return 0;
+}
+
+/*
+ * The pages that may hold data: for the memfd, its data extents (pages never touched are
+ * holes); over a snapshot file, every page (private copies are not visible in the file).
+ */
+static int save_pages(const struct guest_mem *m, int fd, uint64_t *written)
+{
+	off_t pos = 0, end;
+
+	if (m->private_map)
+		return save_range(m, fd, 0, m->size, written);
+	while ((uint64_t)pos < m->size) {
+		pos = lseek(m->fd, pos, SEEK_DATA);
+		if (pos < 0)
+			return errno == ENXIO ? 0 : -errno;
+		end = lseek(m->fd, pos, SEEK_HOLE);
+		if (end < 0)
+			end = (off_t)m->size;
+		end = (off_t)MIN((uint64_t)end, m->size);
+		int r = save_range(m, fd, ALIGN_DOWN((uint64_t)pos, 4096),
+		                   ALIGN_UP((uint64_t)end, 4096), written);
+		if (r < 0)
+			return r;
+		pos = end;
+	}
+	return 0;
+}
+
+int guest_mem_save(const struct guest_mem *m, const char *path, uint64_t *written, char *err,
+                   size_t errlen)
+{
+	char tmp[4096];
+	int fd, r;
+
+	*written = 0;
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+		snprintf(err, errlen, "%s: path too long", path);
+		return -ENAMETOOLONG;
+	}
+	/* A new file renamed over the old: a VM restored from `path` keeps its mapping. */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+		return r;
+	}
+	r = ftruncate(fd, (off_t)m->size) < 0 ? -errno : 0;
+	if (r == 0)
+		r = save_pages(m, fd, written);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlink(tmp);
+		snprintf(err, errlen, "%s: writing guest memory: %s", path, strerror(-r));
+	}
+	return r;
 }
 
 void guest_mem_destroy(struct guest_mem *m)

@@ -71,6 +71,7 @@ struct guest_mem {
 	uint64_t size;
 	struct gm_region regions[2];
 	unsigned nregions;
+	bool private_map; /* copy-on-write over a snapshot's memory file */
 };
 
 /*
@@ -81,6 +82,21 @@ struct guest_mem {
 int guest_mem_create(struct guest_mem *m, uint64_t size, uint64_t host_limit, unsigned phys_bits,
                      char *err, size_t errlen);
 void guest_mem_destroy(struct guest_mem *m);
+
+/*
+ * Restore: RAM of `size` bytes mapped copy-on-write (MAP_PRIVATE) from a snapshot's
+ * memory file, so pages are read from it when the guest first touches them and restore
+ * time does not grow with RAM. The file must have exactly `size` bytes.
+ */
+int guest_mem_open_snapshot(struct guest_mem *m, uint64_t size, const char *path,
+                            uint64_t host_limit, unsigned phys_bits, char *err, size_t errlen);
+
+/*
+ * Writes RAM to `path` as a sparse file (zero pages are holes), through a temporary file
+ * renamed into place. *written = bytes of data written. 0 or -errno with a line in err.
+ */
+int guest_mem_save(const struct guest_mem *m, const char *path, uint64_t *written, char *err,
+                   size_t errlen);
 
 /* Highest guest-physical address + 1 of RAM below the 32-bit hole. */
 uint64_t guest_mem_low_end(const struct guest_mem *m);

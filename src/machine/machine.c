@@ -22,6 +22,7 @@
 #include "virtio_net.h"
 #include "virtio_rng.h"
 #include "vcpu.h"
+#include "vcpu_state.h"
 #include "x86_boot.h"
 
 #define COM1_PORT   0x3f8
@@ -255,6 +256,36 @@ static int create_pci(struct machine *m, char *err, size_t errlen)
 	return 0;
 }
 
+static void device_error(void *opaque, const char *device, const char *reason, const char *msg)
+{
+	struct machine *m = opaque;
+
+	if (m->host.device_error)
+		m->host.device_error(m->host.event_opaque, device, reason, msg);
+}
+
+/* Every virtio device reports failures to the machine's host. */
+static void hook_device_errors(struct machine *m)
+{
+	struct virtio_dev *v[VM_MAX_DISKS + VM_MAX_NETS + 2];
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < VM_MAX_DISKS; i++)
+		if (m->blk[i])
+			v[n++] = &m->blk[i]->vdev;
+	for (unsigned i = 0; i < VM_MAX_NETS; i++)
+		if (m->net[i])
+			v[n++] = &m->net[i]->vdev;
+	if (m->vcon)
+		v[n++] = &m->vcon->vdev;
+	if (m->rng)
+		v[n++] = &m->rng->vdev;
+	for (unsigned i = 0; i < n; i++) {
+		v[i]->on_error_opaque = m;
+		v[i]->on_error = device_error;
+	}
+}
+
 static void destroy_pci(struct machine *m)
 {
 	for (unsigned i = 0; i < VM_MAX_DISKS; i++) {
@@ -330,20 +361,16 @@ static int create_firmware_tables(struct machine *m, uint64_t *rsdp, char *err, 
 	return 0;
 }
 
-static int create_vcpus(struct machine *m, char *err, size_t errlen)
+/* Creates the vCPUs with their CPUID: shaped from the CPU model, or as saved (`from`). */
+static int create_vcpus(struct machine *m, const struct snap_reader *from, char *err, size_t errlen)
 {
 	size_t cpuid_size =
 	    sizeof(struct kvm_cpuid2) + m->supported_cpuid->nent * sizeof(struct kvm_cpuid_entry2);
-	struct kvm_cpuid2 *cpuid = malloc(cpuid_size);
 	int r = 0;
 
-	if (!cpuid)
-		return -ENOMEM;
 	m->vcpus = calloc(m->ncpus, sizeof(*m->vcpus));
-	if (!m->vcpus) {
-		free(cpuid);
+	if (!m->vcpus)
 		return -ENOMEM;
-	}
 	for (unsigned i = 0; i < m->ncpus; i++) {
 		struct vcpu *v = &m->vcpus[i];
 		v->m = m;
@@ -359,13 +386,39 @@ static int create_vcpus(struct machine *m, char *err, size_t errlen)
 			break;
 		}
 		v->fd = r;
-		memcpy(cpuid, m->supported_cpuid, cpuid_size);
-		cpuid_shape(cpuid, &m->cfg->cpu, i, m->ncpus);
-		if (ioctl(v->fd, KVM_SET_CPUID2, cpuid) < 0) {
+		if (from) {
+			v->cpuid = vcpu_state_cpuid(from, i, err, errlen);
+			if (!v->cpuid) {
+				r = -EINVAL;
+				break;
+			}
+		} else {
+			v->cpuid = malloc(cpuid_size);
+			if (!v->cpuid) {
+				r = -ENOMEM;
+				break;
+			}
+			memcpy(v->cpuid, m->supported_cpuid, cpuid_size);
+			cpuid_shape(v->cpuid, &m->cfg->cpu, i, m->ncpus);
+		}
+		if (ioctl(v->fd, KVM_SET_CPUID2, v->cpuid) < 0) {
 			r = -errno;
-			snprintf(err, errlen, "vCPU %u: KVM refused the CPU model '%s': %s", i,
-			         m->cfg->cpu_spec, strerror(errno));
+			if (from)
+				snprintf(err, errlen,
+				         "vCPU %u: this host's KVM refused the snapshot's CPU "
+				         "model: %s — "
+				         "restore on a host with the same CPU features",
+				         i, strerror(errno));
+			else
+				snprintf(err, errlen, "vCPU %u: KVM refused the CPU model '%s': %s",
+				         i, m->cfg->cpu_spec, strerror(errno));
 			break;
+		}
+		if (from) {
+			r = vcpu_state_load(v->fd, i, from, err, errlen);
+			if (r < 0)
+				break;
+			continue;
 		}
 		r = x86_vcpu_init(v->fd);
 		if (r == 0 && i == 0)
@@ -376,14 +429,15 @@ static int create_vcpus(struct machine *m, char *err, size_t errlen)
 			break;
 		}
 	}
-	free(cpuid);
 	return r < 0 ? r : 0;
 }
 
-int machine_create(struct machine *m, const struct vm_config *cfg, const struct boot_config *boot,
-                   const struct machine_host *host, char *err, size_t errlen)
+/* Builds the machine: booting `boot`, or restoring the snapshot `from` (in `dir`). */
+static int machine_build(struct machine *m, const struct vm_config *cfg,
+                         const struct boot_config *boot, const struct snap_reader *from,
+                         const char *dir, const struct machine_host *host, char *err, size_t errlen)
 {
-	struct boot_config bc = *boot;
+	struct boot_config bc = boot ? *boot : (struct boot_config){0};
 	int r;
 
 	memset(m, 0, sizeof(*m));
@@ -425,8 +479,15 @@ int machine_create(struct machine *m, const struct vm_config *cfg, const struct 
 	if (r < 0)
 		goto fail;
 
-	r = guest_mem_create(&m->mem, cfg->memory, host_memory_limit(),
-	                     guest_phys_bits(m->supported_cpuid), err, errlen);
+	if (from) {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/%s", dir, SNAP_MEM_NAME);
+		r = guest_mem_open_snapshot(&m->mem, cfg->memory, path, host_memory_limit(),
+		                            guest_phys_bits(m->supported_cpuid), err, errlen);
+	} else {
+		r = guest_mem_create(&m->mem, cfg->memory, host_memory_limit(),
+		                     guest_phys_bits(m->supported_cpuid), err, errlen);
+	}
 	if (r < 0)
 		goto fail;
 	for (unsigned i = 0; i < m->mem.nregions; i++) {
@@ -452,20 +513,32 @@ int machine_create(struct machine *m, const struct vm_config *cfg, const struct 
 	r = create_pci(m, err, errlen);
 	if (r < 0)
 		goto fail;
-	r = create_firmware_tables(m, &bc.rsdp_gpa, err, errlen);
-	if (r < 0)
-		goto fail;
-	r = boot_load(&m->mem, &bc, &m->boot, err, errlen);
-	if (r < 0)
-		goto fail;
-	r = x86_boot_tables(&m->mem);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot write boot page tables: %s", strerror(-r));
-		goto fail;
+	hook_device_errors(m);
+	if (!from) {
+		/* Firmware tables and the kernel go into RAM; a snapshot's RAM has them. */
+		r = create_firmware_tables(m, &bc.rsdp_gpa, err, errlen);
+		if (r < 0)
+			goto fail;
+		r = boot_load(&m->mem, &bc, &m->boot, err, errlen);
+		if (r < 0)
+			goto fail;
+		r = x86_boot_tables(&m->mem);
+		if (r < 0) {
+			snprintf(err, errlen, "cannot write boot page tables: %s", strerror(-r));
+			goto fail;
+		}
 	}
-	r = create_vcpus(m, err, errlen);
+	r = create_vcpus(m, from, err, errlen);
 	if (r < 0)
 		goto fail;
+	if (from) {
+		r = machine_state_load(m, from, err, errlen);
+		if (r < 0)
+			goto fail;
+		log_info("restored from %s: %u vCPU(s), %llu MiB", dir, m->ncpus,
+		         (unsigned long long)(cfg->memory >> 20));
+		return 0;
+	}
 	log_info("%s: %s loaded at 0x%llx, entry 0x%llx; %u vCPU(s), %llu MiB", cfg->kernel,
 	         m->boot.format, (unsigned long long)m->boot.kernel_lo,
 	         (unsigned long long)m->boot.entry, m->ncpus,
@@ -474,6 +547,18 @@ int machine_create(struct machine *m, const struct vm_config *cfg, const struct 
 fail:
 	machine_destroy(m);
 	return r;
+}
+
+int machine_create(struct machine *m, const struct vm_config *cfg, const struct boot_config *boot,
+                   const struct machine_host *host, char *err, size_t errlen)
+{
+	return machine_build(m, cfg, boot, NULL, NULL, host, err, errlen);
+}
+
+int machine_restore(struct machine *m, const struct vm_config *cfg, const struct snap_reader *r,
+                    const char *dir, const struct machine_host *host, char *err, size_t errlen)
+{
+	return machine_build(m, cfg, NULL, r, dir, host, err, errlen);
 }
 
 int machine_start(struct machine *m)
@@ -616,6 +701,7 @@ void machine_destroy(struct machine *m)
 			munmap(v->run, (size_t)m->hv.vcpu_mmap_size);
 		if (v->fd >= 0)
 			close(v->fd);
+		free(v->cpuid);
 	}
 	free(m->vcpus);
 	m->vcpus = NULL;

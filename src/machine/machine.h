@@ -16,6 +16,7 @@
 #include "i8042.h"
 #include "iobus.h"
 #include "pci.h"
+#include "snapshot_file.h"
 
 struct serial8250;
 struct machine;
@@ -40,7 +41,8 @@ struct vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool started;
-	int tid; /* the vCPU thread's kernel id (query-cpus); 0 until it runs */
+	int tid;                  /* the vCPU thread's kernel id (query-cpus); 0 until it runs */
+	struct kvm_cpuid2 *cpuid; /* what KVM_SET_CPUID2 was given (saved in snapshots) */
 };
 
 /* What the machine needs from the process around it. */
@@ -48,6 +50,10 @@ struct machine_host {
 	/* Bytes the guest wrote to its serial console. Called on vCPU threads. */
 	void (*console_out)(void *opaque, const uint8_t *buf, size_t len);
 	void *opaque;
+	/* A device failed (DEVICE_ERROR): device name, reason ("needs-reset", "io-error"),
+	 * one-line message. Optional; any thread. */
+	void (*device_error)(void *opaque, const char *device, const char *reason, const char *msg);
+	void *event_opaque;
 };
 
 struct machine {
@@ -97,6 +103,33 @@ struct machine {
  */
 int machine_create(struct machine *m, const struct vm_config *cfg, const struct boot_config *boot,
                    const struct machine_host *host, char *err, size_t errlen);
+
+/*
+ * Creates the VM a snapshot describes (`r`, opened on directory `dir`; cfg is the saved
+ * configuration): RAM mapped copy-on-write from DIR/memory, every vCPU, interrupt
+ * controller and device as saved. The vCPUs do not run until machine_start().
+ */
+int machine_restore(struct machine *m, const struct vm_config *cfg, const struct snap_reader *r,
+                    const char *dir, const struct machine_host *host, char *err, size_t errlen);
+
+/* What a snapshot wrote. */
+struct machine_save_info {
+	uint64_t state_bytes, memory_bytes; /* memory: data written (the file is sparse) */
+	double seconds;                     /* from pause to files on disk */
+};
+
+/*
+ * Saves the machine into directory `dir` (created if needed): guest RAM and, through w
+ * (the caller commits it, after adding its own sections), the state of every vCPU,
+ * interrupt controller and device. Pauses the vCPUs and quiesces the devices (in-flight
+ * disk requests complete, disks flushed); the machine stays paused afterwards (resume
+ * with machine_resume). Any thread but a vCPU's. 0 or -errno with a line in err.
+ */
+int machine_save(struct machine *m, struct snap_writer *w, const char *dir,
+                 struct machine_save_info *info, char *err, size_t errlen);
+
+/* Loads the VM-wide and device sections (machine_restore's last step). */
+int machine_state_load(struct machine *m, const struct snap_reader *r, char *err, size_t errlen);
 
 /* Starts one thread per vCPU. SIGUSR1 must have vcpu_kick_handler installed (see vcpu.h). */
 int machine_start(struct machine *m);

@@ -2,6 +2,7 @@
 #include "msix.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include "hv.h"
 #include "log.h"
 #include "pci.h"
+#include "snapshot_file.h"
 #include "util.h"
 
 #define VEC_CTRL_MASKED 1u
@@ -246,4 +248,119 @@ void msix_notify(struct msix *x, unsigned v)
 bool msix_notify_if_enabled(struct msix *x, unsigned v)
 {
 	return notify(x, v, true);
+}
+
+/* --- snapshot --- */
+
+/* Section "msix": MSIX_MAX_VEC entries whatever nvec is; those from nvec on are zero. */
+struct msix_state {
+	uint16_t nvec;
+	uint8_t enabled, func_masked;
+	uint32_t pad;
+	uint64_t pending; /* bit v: vector v pending */
+	struct {
+		uint32_t addr_lo, addr_hi, data, ctrl;
+	} vec[MSIX_MAX_VEC];
+};
+_Static_assert(sizeof(struct msix_state) == 16 + 16 * MSIX_MAX_VEC, "msix_state layout");
+_Static_assert(MSIX_MAX_VEC <= 64, "pending bits fit a u64");
+
+#define MSIX_TAG "msix"
+
+int msix_save(struct msix *x, struct snap_writer *w, uint32_t inst)
+{
+	struct msix_state st;
+
+	memset(&st, 0, sizeof(st));
+	pthread_mutex_lock(&x->lock);
+	st.nvec = (uint16_t)x->nvec;
+	st.enabled = x->enabled;
+	st.func_masked = x->func_masked;
+	for (unsigned i = 0; i < x->nvec; i++) {
+		const struct msix_vec *v = &x->vec[i];
+		st.vec[i].addr_lo = v->addr_lo;
+		st.vec[i].addr_hi = v->addr_hi;
+		st.vec[i].data = v->data;
+		st.vec[i].ctrl = v->ctrl;
+		if (v->pending)
+			st.pending |= 1ull << i;
+	}
+	pthread_mutex_unlock(&x->lock);
+	return snap_put(w, MSIX_TAG, inst, &st, sizeof(st));
+}
+
+/* Checks st against x (whose function's config space is already restored). */
+static int msix_state_check(const struct msix *x, const struct msix_state *st, const char *rn,
+                            uint32_t inst, char *err, size_t errlen)
+{
+	uint16_t ctrl = get_le16(&x->dev->cfg[x->cap + 2]);
+
+	if (st->nvec != x->nvec) {
+		snprintf(err, errlen,
+		         "%s: section %s %u: not the same device: %u vectors, this one "
+		         "has %u",
+		         rn, MSIX_TAG, inst, st->nvec, x->nvec);
+		return -EINVAL;
+	}
+	if (st->enabled > 1 || st->func_masked > 1 || st->enabled != !!(ctrl & MSIX_CTRL_ENABLE) ||
+	    st->func_masked != !!(ctrl & MSIX_CTRL_FUNC_MASK)) {
+		snprintf(err, errlen,
+		         "%s: section %s %u: enable %u / function mask %u disagree with Message "
+		         "Control 0x%04x (restore the pci section first)",
+		         rn, MSIX_TAG, inst, st->enabled, st->func_masked, ctrl);
+		return -EINVAL;
+	}
+	if (x->nvec < 64 && (st->pending >> x->nvec)) {
+		snprintf(err, errlen, "%s: section %s %u: pending bits 0x%llx name a vector >= %u",
+		         rn, MSIX_TAG, inst, (unsigned long long)st->pending, x->nvec);
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < MSIX_MAX_VEC; i++) {
+		const char *why = NULL;
+
+		if (i >= x->nvec) {
+			if (st->vec[i].addr_lo || st->vec[i].addr_hi || st->vec[i].data ||
+			    st->vec[i].ctrl)
+				why = "is set but beyond the table";
+		} else if (st->vec[i].addr_lo & 3) {
+			why = "has a misaligned address";
+		} else if (st->vec[i].ctrl & ~VEC_CTRL_MASKED) {
+			why = "has reserved vector control bits set";
+		}
+		if (why) {
+			snprintf(err, errlen, "%s: section %s %u: vector %u %s", rn, MSIX_TAG, inst,
+			         i, why);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int msix_load(struct msix *x, const struct snap_reader *r, uint32_t inst, char *err, size_t errlen)
+{
+	struct msix_state st;
+	int ret = snap_get_exact(r, MSIX_TAG, inst, &st, sizeof(st), err, errlen);
+
+	if (ret < 0)
+		return ret;
+	ret = msix_state_check(x, &st, snap_reader_name(r), inst, err, errlen);
+	if (ret < 0)
+		return ret;
+	pthread_mutex_lock(&x->lock);
+	x->enabled = st.enabled;
+	x->func_masked = st.func_masked;
+	for (unsigned i = 0; i < x->nvec; i++) {
+		struct msix_vec *v = &x->vec[i];
+		/* As the guest programs a vector: address and data while masked, then the
+		 * control word, whose unmasking installs the route (write_dword()). */
+		write_dword(x, v, 12, VEC_CTRL_MASKED);
+		write_dword(x, v, 0, st.vec[i].addr_lo);
+		write_dword(x, v, 4, st.vec[i].addr_hi);
+		write_dword(x, v, 8, st.vec[i].data);
+		write_dword(x, v, 12, st.vec[i].ctrl);
+		v->pending = (st.pending >> i) & 1;
+	}
+	deliver_pending(x);
+	pthread_mutex_unlock(&x->lock);
+	return 0;
 }

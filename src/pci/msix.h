@@ -4,10 +4,13 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct hv;
 struct pci_dev;
+struct snap_writer;
+struct snap_reader;
 
 /*
  * PCI 3.0 6.8.2. The capability (12 bytes) holds Message Control (enable, function
@@ -83,5 +86,16 @@ void msix_notify(struct msix *x, unsigned v);
 /* The same in one lock round trip if MSI-X is enabled; returns false (doing nothing) if
  * it is not, so the caller falls back to INTx. The per-interrupt path of a device. */
 bool msix_notify_if_enabled(struct msix *x, unsigned v);
+
+/*
+ * Snapshot, section "msix" number `inst` (the function's, as for pci_dev_save()): the
+ * table, the pending bits, enable and function mask. Load into x as msix_init() left it,
+ * after pci_dev_load() of its function (enable and function mask must agree with the
+ * restored Message Control). Each vector is written as the guest writes it, so vectors
+ * that are unmasked get their KVM route installed as then; a pending vector that is not
+ * masked fires. Returns 0, or -EINVAL/-ENOENT with one line in err (x unchanged).
+ */
+int msix_save(struct msix *x, struct snap_writer *w, uint32_t inst);
+int msix_load(struct msix *x, const struct snap_reader *r, uint32_t inst, char *err, size_t errlen);
 
 #endif

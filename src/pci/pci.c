@@ -2,10 +2,12 @@
 #include "pci.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "hv.h"
 #include "log.h"
+#include "snapshot_file.h"
 #include "util.h"
 
 #define IO_BAR_BASE 0xc000
@@ -434,4 +436,166 @@ void pci_bus_remove(struct pci_bus *bus, struct pci_dev *d)
 		d->bus = NULL;
 	}
 	pthread_mutex_unlock(&bus->lock);
+}
+
+/* --- snapshot --- */
+
+/* Section "pci": config space as the guest reads it, INTA as the device drives it. */
+struct pci_dev_state {
+	uint8_t cfg[PCI_CFG_SIZE];
+	uint8_t intx;
+	uint8_t bars_mapped; /* bit n: BAR n was decoding (on its bus) */
+	uint8_t pad[2];
+};
+_Static_assert(sizeof(struct pci_dev_state) == PCI_CFG_SIZE + 4, "pci_dev_state layout");
+
+#define PCI_TAG     "pci"
+#define PCI_BUS_TAG "pci-bus"
+
+/* Section "pci-bus": the CONFIG_ADDRESS latch and the host bridge's function. */
+struct pci_bus_state {
+	uint32_t cfg_addr;
+	uint32_t pad;
+	struct pci_dev_state host;
+};
+_Static_assert(sizeof(struct pci_bus_state) == 8 + sizeof(struct pci_dev_state),
+               "pci_bus_state layout");
+
+/* Takes the bus lock if d is on one. */
+static void pci_dev_state_get(struct pci_dev *d, struct pci_dev_state *st)
+{
+	struct pci_bus *bus = d->bus;
+
+	memset(st, 0, sizeof(*st));
+	if (bus)
+		pthread_mutex_lock(&bus->lock);
+	memcpy(st->cfg, d->cfg, sizeof(st->cfg));
+	for (unsigned n = 0; n < 6; n++)
+		if (d->bar[n].mapped)
+			st->bars_mapped |= (uint8_t)(1u << n);
+	pthread_mutex_lock(&d->intx_lock);
+	st->intx = d->intx;
+	pthread_mutex_unlock(&d->intx_lock);
+	if (bus)
+		pthread_mutex_unlock(&bus->lock);
+}
+
+int pci_dev_save(struct pci_dev *d, struct snap_writer *w, uint32_t inst)
+{
+	struct pci_dev_state st;
+
+	pci_dev_state_get(d, &st);
+	return snap_put(w, PCI_TAG, inst, &st, sizeof(st));
+}
+
+/* Bits of config byte o that are state rather than identity. */
+static uint8_t cfg_dynamic_bits(const struct pci_dev *d, unsigned o)
+{
+	uint8_t dyn = d->wmask[o] | d->w1cmask[o];
+
+	if (o == PCI_STATUS)
+		dyn |= PCI_STATUS_INTERRUPT; /* follows intx */
+	return dyn;
+}
+
+/* Checks st against d, then applies it; errors name section (tag, inst) of reader rn. */
+static int pci_dev_state_put(struct pci_dev *d, const struct pci_dev_state *st, const char *rn,
+                             const char *tag, uint32_t inst, char *err, size_t errlen)
+{
+	struct pci_bus *bus = d->bus;
+	int ret = 0;
+
+	if (!bus) {
+		snprintf(err, errlen, "%s: section %s %u: %s is not on a PCI bus", rn, tag, inst,
+		         d->name);
+		return -EINVAL;
+	}
+	if (st->intx > 1) {
+		snprintf(err, errlen, "%s: section %s %u: intx %u is not 0 or 1", rn, tag, inst,
+		         st->intx);
+		return -EINVAL;
+	}
+	for (unsigned n = 0; n < 8; n++) {
+		if ((st->bars_mapped & (1u << n)) && (n >= 6 || d->bar[n].type == PCI_BAR_NONE)) {
+			snprintf(err, errlen,
+			         "%s: section %s %u: bars_mapped 0x%x names BAR%u, which %s does "
+			         "not have",
+			         rn, tag, inst, st->bars_mapped, n, d->name);
+			return -EINVAL;
+		}
+	}
+
+	pthread_mutex_lock(&bus->lock);
+	for (unsigned o = 0; o < PCI_CFG_SIZE; o++) {
+		if ((st->cfg[o] ^ d->cfg[o]) & ~cfg_dynamic_bits(d, o)) {
+			snprintf(err, errlen,
+			         "%s: section %s %u: not the same device: config byte 0x%02x is "
+			         "0x%02x, %s has 0x%02x",
+			         rn, tag, inst, o, st->cfg[o], d->name, d->cfg[o]);
+			pthread_mutex_unlock(&bus->lock);
+			return -EINVAL;
+		}
+	}
+	for (unsigned o = 0; o < PCI_CFG_SIZE; o++) {
+		uint8_t dyn = cfg_dynamic_bits(d, o);
+		d->cfg[o] = (uint8_t)((d->cfg[o] & ~dyn) | (st->cfg[o] & dyn));
+	}
+	/* What pci_cfg_write() does after a write to the BARs and the command register. */
+	bars_update(d);
+	pthread_mutex_lock(&d->intx_lock);
+	d->intx = st->intx;
+	intx_apply(d);
+	pthread_mutex_unlock(&d->intx_lock);
+	for (unsigned n = 0; n < 6 && ret == 0; n++) {
+		if ((st->bars_mapped & (1u << n)) && !d->bar[n].mapped) {
+			snprintf(err, errlen,
+			         "%s: section %s %u: %s BAR%u at 0x%llx was decoding and now "
+			         "cannot be (command 0x%x; another device there?)",
+			         rn, tag, inst, d->name, n, (unsigned long long)d->bar[n].addr,
+			         pci_cfg16(d, PCI_COMMAND));
+			ret = -EINVAL;
+		}
+	}
+	pthread_mutex_unlock(&bus->lock);
+	return ret;
+}
+
+int pci_dev_load(struct pci_dev *d, const struct snap_reader *r, uint32_t inst, char *err,
+                 size_t errlen)
+{
+	struct pci_dev_state st;
+	int ret = snap_get_exact(r, PCI_TAG, inst, &st, sizeof(st), err, errlen);
+
+	if (ret < 0)
+		return ret;
+	return pci_dev_state_put(d, &st, snap_reader_name(r), PCI_TAG, inst, err, errlen);
+}
+
+int pci_bus_save(struct pci_bus *bus, struct snap_writer *w)
+{
+	struct pci_bus_state st;
+
+	memset(&st, 0, sizeof(st));
+	pci_dev_state_get(&bus->host, &st.host);
+	pthread_mutex_lock(&bus->lock);
+	st.cfg_addr = bus->cfg_addr;
+	pthread_mutex_unlock(&bus->lock);
+	return snap_put(w, PCI_BUS_TAG, 0, &st, sizeof(st));
+}
+
+int pci_bus_load(struct pci_bus *bus, const struct snap_reader *r, char *err, size_t errlen)
+{
+	struct pci_bus_state st;
+	int ret = snap_get_exact(r, PCI_BUS_TAG, 0, &st, sizeof(st), err, errlen);
+
+	if (ret < 0)
+		return ret;
+	ret = pci_dev_state_put(&bus->host, &st.host, snap_reader_name(r), PCI_BUS_TAG, 0, err,
+	                        errlen);
+	if (ret < 0)
+		return ret;
+	pthread_mutex_lock(&bus->lock);
+	bus->cfg_addr = st.cfg_addr; /* any value: the guest may write any */
+	pthread_mutex_unlock(&bus->lock);
+	return 0;
 }

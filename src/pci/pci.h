@@ -4,11 +4,14 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "iobus.h"
 
 struct hv;
+struct snap_writer;
+struct snap_reader;
 
 /*
  * What the guest sees (no firmware runs, so the monitor does the firmware's part and
@@ -157,6 +160,33 @@ void pci_set_intx(struct pci_dev *d, bool level);
 /* Config-space access as the guest does it (also used by tests). */
 uint32_t pci_cfg_read(struct pci_bus *bus, unsigned slot, unsigned off, unsigned len);
 void pci_cfg_write(struct pci_bus *bus, unsigned slot, unsigned off, unsigned len, uint32_t val);
+
+/*
+ * Snapshot of one function, section "pci" number `inst` (the caller's: unique among the
+ * machine's PCI functions): its whole config space, the INTA level the device drives and
+ * which BARs were decoding.
+ *
+ * pci_dev_load() is for d as freshly created and added to its bus: it checks that every
+ * read-only byte of the saved config space is what d has (ids, class, header type, BAR
+ * types, the capability list and the read-only parts of each capability), else "not the
+ * same device"; then takes the guest-writable bits, maps the BARs where the guest had
+ * them and with the decoding the command register says, through the same code as a guest
+ * config write (so the device's bar_moved() follows), and drives INTA again. It does not
+ * call the device's cfg_written(): a device restores what it derives from config space
+ * from its own sections (msix_load() for MSI-X). Returns 0, or -EINVAL/-ENOENT with one
+ * line in err. A BAR the saved function decoded that now overlaps another device is an
+ * error (restore every device as it was created, in the same order, and none will).
+ */
+int pci_dev_save(struct pci_dev *d, struct snap_writer *w, uint32_t inst);
+int pci_dev_load(struct pci_dev *d, const struct snap_reader *r, uint32_t inst, char *err,
+                 size_t errlen);
+/*
+ * The bus's own state, section "pci-bus" instance 0: the CONFIG_ADDRESS latch (a guest
+ * may be between its two accesses) and the host bridge's config space, under the same
+ * rules. Load into a bus fresh from pci_bus_init().
+ */
+int pci_bus_save(struct pci_bus *bus, struct snap_writer *w);
+int pci_bus_load(struct pci_bus *bus, const struct snap_reader *r, char *err, size_t errlen);
 
 static inline uint16_t pci_cfg16(const struct pci_dev *d, unsigned off)
 {

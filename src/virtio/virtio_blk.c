@@ -149,6 +149,13 @@ static void request_done(struct blk_req *br, int64_t ret)
 		log_ratelimited(&blk_rl, LOG_WARN, "%s: %s at sector %llu failed: %s", vb->name,
 		                r->type == VIRTIO_BLK_T_IN ? "read" : "request",
 		                (unsigned long long)(br->offset / SECTOR), strerror((int)-ret));
+		if (ret != -EINVAL) { /* a host failure, not a bad request */
+			char msg[160];
+			snprintf(msg, sizeof(msg), "%s at sector %llu failed: %s",
+			         r->type == VIRTIO_BLK_T_IN ? "read" : "request",
+			         (unsigned long long)(br->offset / SECTOR), strerror((int)-ret));
+			virtio_report_error(&vb->vdev, "io-error", msg);
+		}
 		r->written = 0;
 		finish(r, VIRTIO_BLK_S_IOERR);
 		return;
@@ -360,8 +367,52 @@ static void blk_reset(struct virtio_dev *d)
 			blk_queue_drain(vb->queues[i].bq);
 }
 
-static const struct virtio_dev_ops blk_ops = {
-    .cfg_read = blk_cfg_read, .queue_notify = blk_notify, .reset = blk_reset};
+struct quiesce_flush {
+	int64_t ret;
+	bool done;
+};
+
+static void quiesce_flush_done(struct blk_req *br, int64_t ret)
+{
+	struct quiesce_flush *f = br->opaque;
+
+	f->ret = ret;
+	f->done = true;
+}
+
+/* Snapshot: every request completed into its used ring, then the image flushed. */
+static void blk_quiesce(struct virtio_dev *d)
+{
+	struct virtio_blk *vb = container_of(d, struct virtio_blk, vdev);
+	struct vblk_queue *bq0 = &vb->queues[0];
+	struct quiesce_flush f = {0};
+	struct blk_req br = {.op = BLK_OP_FLUSH, .done = quiesce_flush_done, .opaque = &f};
+	int r;
+
+	for (unsigned i = 0; i < vb->nqueues; i++) {
+		struct vblk_queue *bq = &vb->queues[i];
+		if (bq->inflight) {
+			blk_queue_drain(bq->bq); /* done() pushes each chain */
+			virtio_queue_interrupt(bq->q);
+		}
+	}
+	/* What a FLUSH request does (for qcow2, cached metadata is written too). */
+	r = blk_submit(bq0->bq, &br);
+	if (r == 0) {
+		blk_queue_kick(bq0->bq);
+		blk_queue_drain(bq0->bq);
+		r = !f.done ? -EIO : f.ret < 0 ? (int)f.ret : 0;
+	}
+	if (r < 0)
+		log_err("%s: flushing %s for the snapshot failed: %s", vb->name, blk_path(vb->blk),
+		        strerror(-r));
+	vb->quiesce_err = r;
+}
+
+static const struct virtio_dev_ops blk_ops = {.cfg_read = blk_cfg_read,
+                                              .queue_notify = blk_notify,
+                                              .reset = blk_reset,
+                                              .quiesce = blk_quiesce};
 
 static void free_queues(struct virtio_blk *vb)
 {
@@ -464,4 +515,18 @@ void virtio_blk_destroy(struct virtio_blk *vb)
 		iothread_call(vb->vdev.io, del_watches, vb);
 	virtio_pci_destroy(&vb->vdev); /* resets: drains in-flight I/O */
 	free_queues(vb);
+}
+
+int virtio_blk_save(struct virtio_blk *vb, struct snap_writer *w, uint32_t inst)
+{
+	if (vb->quiesce_err)
+		return vb->quiesce_err;
+	return virtio_pci_save(&vb->vdev, w, VIRTIO_PCI_STATE_INST(VIRTIO_ID_BLOCK, inst));
+}
+
+int virtio_blk_load(struct virtio_blk *vb, const struct snap_reader *r, uint32_t inst, char *err,
+                    size_t errlen)
+{
+	return virtio_pci_load(&vb->vdev, r, VIRTIO_PCI_STATE_INST(VIRTIO_ID_BLOCK, inst), err,
+	                       errlen);
 }

@@ -172,3 +172,15 @@ void virtio_console_destroy(struct virtio_console *vc)
 {
 	virtio_pci_destroy(&vc->vdev);
 }
+
+int virtio_console_save(struct virtio_console *vc, struct snap_writer *w, uint32_t inst)
+{
+	return virtio_pci_save(&vc->vdev, w, VIRTIO_PCI_STATE_INST(VIRTIO_ID_CONSOLE, inst));
+}
+
+int virtio_console_load(struct virtio_console *vc, const struct snap_reader *r, uint32_t inst,
+                        char *err, size_t errlen)
+{
+	return virtio_pci_load(&vc->vdev, r, VIRTIO_PCI_STATE_INST(VIRTIO_ID_CONSOLE, inst), err,
+	                       errlen);
+}

@@ -20,4 +20,13 @@ int virtio_console_create(struct virtio_console *vc, int in_fd, int out_fd, stru
                           size_t errlen);
 void virtio_console_destroy(struct virtio_console *vc);
 
+/*
+ * Snapshot: the transport's sections (virtio_pci.h) with instance
+ * VIRTIO_PCI_STATE_INST(VIRTIO_ID_CONSOLE, inst). Nothing of its own: the one port is
+ * always open, its config constant, and whether in_fd is watched follows from the queues.
+ */
+int virtio_console_save(struct virtio_console *vc, struct snap_writer *w, uint32_t inst);
+int virtio_console_load(struct virtio_console *vc, const struct snap_reader *r, uint32_t inst,
+                        char *err, size_t errlen);
+
 #endif

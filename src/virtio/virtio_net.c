@@ -348,3 +348,15 @@ void virtio_net_destroy(struct virtio_net *vn)
 	vn->rx_buf = NULL;
 	vn->rx_reqs = NULL;
 }
+
+int virtio_net_save(struct virtio_net *vn, struct snap_writer *w, uint32_t inst)
+{
+	return virtio_pci_save(&vn->vdev, w, VIRTIO_PCI_STATE_INST(VIRTIO_ID_NET, inst));
+}
+
+int virtio_net_load(struct virtio_net *vn, const struct snap_reader *r, uint32_t inst, char *err,
+                    size_t errlen)
+{
+	return virtio_pci_load(&vn->vdev, r, VIRTIO_PCI_STATE_INST(VIRTIO_ID_NET, inst), err,
+	                       errlen);
+}

@@ -39,4 +39,14 @@ int virtio_net_create(struct virtio_net *vn, unsigned index, const struct net_co
                       size_t errlen);
 void virtio_net_destroy(struct virtio_net *vn);
 
+/*
+ * Snapshot: the transport's sections (virtio_pci.h) with instance
+ * VIRTIO_PCI_STATE_INST(VIRTIO_ID_NET, inst). The rest is derived at load (MRG_RXBUF and
+ * the backend offloads from the features, as at DRIVER_OK) or transient: a received frame
+ * still waiting for guest buffers is dropped, as a NIC may drop any frame.
+ */
+int virtio_net_save(struct virtio_net *vn, struct snap_writer *w, uint32_t inst);
+int virtio_net_load(struct virtio_net *vn, const struct snap_reader *r, uint32_t inst, char *err,
+                    size_t errlen);
+
 #endif

@@ -58,6 +58,16 @@ void virtio_set_needs_reset(struct virtio_dev *d)
 		return;
 	log_warn("%s: device needs reset (the driver put something invalid in a queue)", d->name);
 	virtio_config_changed(d);
+	if (d->on_error)
+		d->on_error(d->on_error_opaque, d->name, "needs-reset",
+		            "the driver put something invalid in a queue; the device waits for a "
+		            "reset");
+}
+
+void virtio_report_error(struct virtio_dev *d, const char *reason, const char *msg)
+{
+	if (d->on_error && ratelimit_ok(&d->error_rl))
+		d->on_error(d->on_error_opaque, d->name, reason, msg);
 }
 
 /* --- what runs on the iothread --- */
@@ -97,29 +107,24 @@ static void do_reset(void *opaque)
 	}
 }
 
-static void do_start(void *opaque)
+int virtio_queue_start(struct virtio_queue *q)
 {
-	struct virtio_dev *d = opaque;
-	bool bad = false;
+	struct virtio_dev *d = q->dev;
+	struct virtq_config c = {
+	    .name = q->name,
+	    .size = q->size,
+	    .desc_gpa = q->desc,
+	    .avail_gpa = q->driver,
+	    .used_gpa = q->device,
+	    .event_idx = virtio_has_feature(d, VIRTIO_F_EVENT_IDX),
+	    .indirect = virtio_has_feature(d, VIRTIO_F_INDIRECT_DESC),
+	};
 
-	for (unsigned i = 0; i < d->nqueues; i++) {
-		struct virtio_queue *q = &d->q[i];
-		struct virtq_config c = {
-		    .name = q->name,
-		    .size = q->size,
-		    .desc_gpa = q->desc,
-		    .avail_gpa = q->driver,
-		    .used_gpa = q->device,
-		    .event_idx = virtio_has_feature(d, VIRTIO_F_EVENT_IDX),
-		    .indirect = virtio_has_feature(d, VIRTIO_F_INDIRECT_DESC),
-		};
-		if (!q->enabled)
-			continue;
-		if (virtq_init(&q->vq, d->mem, &c) < 0) {
-			q->vq.broken = true;
-			bad = true;
-		}
-	}
+	return virtq_init(&q->vq, d->mem, &c);
+}
+
+void virtio_pci_run(struct virtio_dev *d)
+{
 	d->running = true;
 	if (d->ops->start)
 		d->ops->start(d);
@@ -127,6 +132,23 @@ static void do_start(void *opaque)
 	for (unsigned i = 0; i < d->nqueues; i++)
 		if (d->q[i].enabled && !d->q[i].vq.broken)
 			d->ops->queue_notify(d, i);
+}
+
+static void do_start(void *opaque)
+{
+	struct virtio_dev *d = opaque;
+	bool bad = false;
+
+	for (unsigned i = 0; i < d->nqueues; i++) {
+		struct virtio_queue *q = &d->q[i];
+		if (!q->enabled)
+			continue;
+		if (virtio_queue_start(q) < 0) {
+			q->vq.broken = true;
+			bad = true;
+		}
+	}
+	virtio_pci_run(d);
 	if (bad)
 		virtio_set_needs_reset(d);
 }
@@ -546,6 +568,7 @@ int virtio_pci_init(struct virtio_dev *d, const struct virtio_pci_params *p, str
 	d->nqueues = p->nqueues;
 	d->msix_config = VIRTIO_MSI_NO_VECTOR;
 	d->rl = (struct ratelimit)RATELIMIT_INIT;
+	d->error_rl = (struct ratelimit)RATELIMIT_INIT;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_mutex_init(&d->isr_lock, NULL);
 	d->q = calloc(p->nqueues, sizeof(*d->q));

@@ -15,6 +15,8 @@
 struct guest_mem;
 struct hv;
 struct iothread;
+struct snap_writer;
+struct snap_reader;
 
 /*
  * Virtio 1.2 section 4.1. A device is a PCI function (vendor 0x1af4, device
@@ -111,6 +113,10 @@ struct virtio_dev_ops {
 	void (*queue_notify)(struct virtio_dev *d, unsigned q);
 	/* Reset: stop using the queues, wait for or cancel requests in flight (iothread). */
 	void (*reset)(struct virtio_dev *d);
+	/* Snapshot (iothread, optional): finish every request in flight, completing them into
+	 * the used rings with their interrupts as usual, and make the backend's state durable
+	 * (a disk flush), so that nothing is outside guest RAM and the transport's state. */
+	void (*quiesce)(struct virtio_dev *d);
 };
 
 struct virtio_queue {
@@ -161,6 +167,11 @@ struct virtio_dev {
 	struct ratelimit rl;
 	/* counters, for stats */
 	atomic_uint_fast64_t kicks, interrupts;
+	/* Told about a device failure the management layer should see (DEVICE_ERROR): set
+	 * by the machine before the guest runs; any thread, rate-limited by the caller. */
+	void (*on_error)(void *opaque, const char *device, const char *reason, const char *msg);
+	void *on_error_opaque;
+	struct ratelimit error_rl;
 };
 
 /*
@@ -184,6 +195,59 @@ void virtio_queue_interrupt(struct virtio_queue *q);
 void virtio_config_changed(struct virtio_dev *d);
 /* iothread: something is broken beyond one request; the driver must reset the device. */
 void virtio_set_needs_reset(struct virtio_dev *d);
+/* A host-side failure of one request (disk I/O error): reported through on_error, at
+ * most 10 per 5 s. */
+void virtio_report_error(struct virtio_dev *d, const char *reason, const char *msg);
+
+/*
+ * Snapshot (virtio_pci_state.c). Call order when saving:
+ *
+ *	virtio_pci_quiesce(d);      // requests finished, disk flushed, iothread paused
+ *	... save vCPUs, then virtio_pci_save(d, w, inst), then guest RAM ...
+ *	virtio_pci_unquiesce(d);    // the iothread runs again
+ *
+ * and when restoring: create the device as it was created (same parameters, same order
+ * on the bus), restore guest RAM, then virtio_pci_load(d, r, inst, ...). vCPUs must be
+ * stopped throughout. Devices normally go through their own wrappers (virtio_blk_save()
+ * and so on), which pick the instance; quiescing is always virtio_pci_quiesce(&dev->vdev).
+ *
+ * Sections, all with the instance `inst` (unique among the machine's virtio devices,
+ * below 2^24; VIRTIO_PCI_STATE_INST() makes one from the device type and its index):
+ *   "virtio-pci"    transport registers: features, selects, status, needs_reset,
+ *                   msix_config, config_generation, ISR, queue_select
+ *   "virtio-pci.q"  instance inst * 256 + queue index, one per queue: size, vector,
+ *                   enabled, ring addresses and the live positions in the rings
+ *   "pci", "msix"   the PCI function (pci_dev_save) and its MSI-X table (msix_save)
+ */
+#define VIRTIO_PCI_STATE_INST(device_id, index) ((uint32_t)(device_id) << 16 | (uint16_t)(index))
+
+/*
+ * Pauses the device's iothread between callbacks (iothread_pause), then runs ops->quiesce
+ * (if any) there; until virtio_pci_unquiesce() nothing touches guest RAM or the device
+ * state on its behalf (virtio_pci_save() reads the queues through a call it still runs).
+ * Not from the device's own iothread.
+ */
+void virtio_pci_quiesce(struct virtio_dev *d);
+void virtio_pci_unquiesce(struct virtio_dev *d);
+
+/* Saves the transport (and d->pci, d->msix); d quiesced. Returns 0 or -errno. */
+int virtio_pci_save(struct virtio_dev *d, struct snap_writer *w, uint32_t inst);
+/*
+ * Loads what virtio_pci_save() wrote into d, just created (reset state, iothread
+ * running, not quiesced), guest RAM already restored. With DRIVER_OK saved, the enabled
+ * queues go live as at DRIVER_OK (on the iothread) but carry on from the saved ring
+ * positions, then each gets one queue_notify() for what the guest queued meanwhile.
+ * Returns 0, or -EINVAL/-ENOENT with one line in err naming the section and field
+ * ("state: section virtio-pci.q 1/0: queue size 3000 > 256"); after an error d is in an
+ * unspecified but safe state: destroy it.
+ */
+int virtio_pci_load(struct virtio_dev *d, const struct snap_reader *r, uint32_t inst, char *err,
+                    size_t errlen);
+
+/* For virtio_pci_state.c, on the iothread: virtq_init() of q from its registers and the
+ * negotiated features; then the device running as at DRIVER_OK, one queue_notify() each. */
+int virtio_queue_start(struct virtio_queue *q);
+void virtio_pci_run(struct virtio_dev *d);
 
 /* Region handlers, exposed for the unit tests (offsets relative to the BAR). */
 void virtio_pci_bar_read(struct virtio_dev *d, uint64_t off, void *data, unsigned len);

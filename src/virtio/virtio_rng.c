@@ -69,3 +69,15 @@ void virtio_rng_destroy(struct virtio_rng *rng)
 {
 	virtio_pci_destroy(&rng->vdev);
 }
+
+int virtio_rng_save(struct virtio_rng *rng, struct snap_writer *w, uint32_t inst)
+{
+	return virtio_pci_save(&rng->vdev, w, VIRTIO_PCI_STATE_INST(VIRTIO_ID_RNG, inst));
+}
+
+int virtio_rng_load(struct virtio_rng *rng, const struct snap_reader *r, uint32_t inst, char *err,
+                    size_t errlen)
+{
+	return virtio_pci_load(&rng->vdev, r, VIRTIO_PCI_STATE_INST(VIRTIO_ID_RNG, inst), err,
+	                       errlen);
+}

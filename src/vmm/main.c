@@ -168,7 +168,7 @@ static void close_backends(struct vm_config *cfg)
 	}
 }
 
-static int run(struct vm_config *cfgp);
+static int run(struct vm_config *cfgp, const struct snap_reader *restore);
 
 static int cmd_run(int argc, char **argv)
 {
@@ -184,15 +184,108 @@ static int cmd_run(int argc, char **argv)
 		status = EXIT_CONFIG;
 		break;
 	case OPTIONS_OK:
-		status = run(&cfg);
+		cfg.argc = argc;
+		cfg.argv = argv;
+		status = run(&cfg, NULL);
 		break;
 	}
 	options_free(&cfg);
 	return status;
 }
 
-/* Runs the machine cfg describes, through reboots, until it stops for good. */
-static int run(struct vm_config *cfgp)
+/* What `restore` may change: how the monitor is reached, never the machine itself. */
+static bool restore_option_ok(const char *a)
+{
+	static const char *const ok[] = {"--control",   "--console", "--name",
+	                                 "--on-reboot", "--verbose", "-v",
+	                                 "-vv",         "--help",    "-h"};
+	size_t n = strcspn(a, "=");
+
+	for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
+		if (strlen(ok[i]) == n && !strncmp(a, ok[i], n))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * vmstack-vm restore DIR [--control PATH] [--console KIND] [--name N] [-v]: the machine
+ * is the one saved (its `run` arguments are in the state file); the options given here
+ * are added after them and win.
+ */
+static int cmd_restore(int argc, char **argv)
+{
+	struct vm_config cfg;
+	struct snap_reader *rd;
+	const char *saved, *dir;
+	char err[512], **args;
+	size_t len, nsaved = 0;
+	int nargs = 0, status = EXIT_CONFIG;
+
+	if (argc < 2 || argv[1][0] == '-') {
+		log_err("restore: usage: vmstack-vm restore DIR [--control PATH] [--console KIND] "
+		        "[--name NAME] [-v]");
+		return (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+		           ? 0
+		           : EXIT_CONFIG;
+	}
+	dir = argv[1];
+	for (int i = 2; i < argc; i++) {
+		if (argv[i][0] == '-' && !restore_option_ok(argv[i])) {
+			log_err("restore %s: option %s cannot be changed at restore — the machine "
+			        "is the one saved (allowed: --control, --console, --name, "
+			        "--on-reboot, -v)",
+			        dir, argv[i]);
+			return EXIT_CONFIG;
+		}
+	}
+	rd = snap_reader_open(dir, err, sizeof(err));
+	if (!rd) {
+		log_err("restore: %s", err);
+		return EXIT_CONFIG;
+	}
+	saved = snap_get(rd, "config", 0, &len);
+	if (!saved || !len || saved[len - 1] != '\0') {
+		log_err("restore: %s: the saved configuration is missing or malformed",
+		        snap_reader_name(rd));
+		snap_reader_free(rd);
+		return EXIT_CONFIG;
+	}
+	for (size_t i = 0; i < len; i++)
+		nsaved += saved[i] == '\0';
+	args = calloc(nsaved + (size_t)argc + 2, sizeof(*args));
+	if (!args) {
+		snap_reader_free(rd);
+		return EXIT_CONFIG;
+	}
+	args[nargs++] = "run";
+	for (size_t off = 0; off < len; off += strlen(saved + off) + 1)
+		args[nargs++] = (char *)saved + off;
+	for (int i = 2; i < argc; i++)
+		args[nargs++] = argv[i];
+	switch (options_parse(nargs, args, &cfg, err, sizeof(err))) {
+	case OPTIONS_HELP:
+		status = 0;
+		break;
+	case OPTIONS_ERROR:
+		log_err("restore %s: %s", dir, err);
+		break;
+	case OPTIONS_OK:
+		cfg.argc = nargs;
+		cfg.argv = args;
+		cfg.restore_dir = dir;
+		status = run(&cfg, rd);
+		break;
+	}
+	options_free(&cfg);
+	free(args);
+	snap_reader_free(rd);
+	return status;
+}
+
+/* Runs the machine cfg describes (first restored from `restore` if given), through
+ * reboots, until it stops for good. */
+static int run(struct vm_config *cfgp, const struct snap_reader *restore)
 {
 	struct vm_config cfg = *cfgp;
 	struct boot_config boot = {0};
@@ -221,8 +314,9 @@ static int run(struct vm_config *cfgp)
 	    .initrd_path = cfg.initrd,
 	    .cmdline = cfg.cmdline,
 	};
-	/* Mapped now so a bad path fails before the terminal changes; the first boot uses it. */
-	if (map_boot_files(&cfg, &boot) < 0)
+	/* Mapped now so a bad path fails before the terminal changes; the first boot uses it.
+	 * A restored machine needs the kernel only if it reboots. */
+	if (!restore && map_boot_files(&cfg, &boot) < 0)
 		return EXIT_CONFIG;
 	if (open_backends(&cfg) < 0) {
 		close_backends(&cfg);
@@ -254,7 +348,10 @@ static int run(struct vm_config *cfgp)
 		log_err("%s", err);
 		goto out_sig;
 	}
-	host = (struct machine_host){.console_out = console_out, .opaque = &con};
+	host = (struct machine_host){.console_out = console_out,
+	                             .opaque = &con,
+	                             .device_error = vmm_ctl_device_error,
+	                             .event_opaque = ctl};
 	if (cfg.vconsole) {
 		if (console_open_as(&vcon, cfg.vconsole_kind, cfg.vconsole_path, "--vconsole", err,
 		                    sizeof(err)) < 0) {
@@ -271,12 +368,17 @@ static int run(struct vm_config *cfgp)
 		 * The files are mapped only while the machine is built: afterwards they cost
 		 * no memory, and a reboot loads the kernel as it is on disk then.
 		 */
-		if (!boot.kernel && map_boot_files(&cfg, &boot) < 0) {
-			status = EXIT_CONFIG;
-			break;
+		if (restore && boots == 0) {
+			r = machine_restore(&m, &cfg, restore, cfg.restore_dir, &host, err,
+			                    sizeof(err));
+		} else {
+			if (!boot.kernel && map_boot_files(&cfg, &boot) < 0) {
+				status = EXIT_CONFIG;
+				break;
+			}
+			r = machine_create(&m, &cfg, &boot, &host, err, sizeof(err));
+			unmap_boot_files(&boot);
 		}
-		r = machine_create(&m, &cfg, &boot, &host, err, sizeof(err));
-		unmap_boot_files(&boot);
 		if (r < 0) {
 			log_err("%s", err);
 			status = EXIT_CONFIG;
@@ -335,6 +437,7 @@ out_files:
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: vmstack-vm run --kernel PATH [options]   (vmstack-vm run --help)\n"
+	           "       vmstack-vm restore DIR [--control PATH] [--console KIND] [-v]\n"
 	           "       vmstack-vm --version\n");
 }
 
@@ -355,6 +458,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "run") == 0)
 		return cmd_run(argc - 1, argv + 1);
+	if (strcmp(argv[1], "restore") == 0)
+		return cmd_restore(argc - 1, argv + 1);
 	if (strcmp(argv[1], "--version") == 0) {
 		printf("vmstack-vm %s\n", VMSTACK_VERSION);
 		return 0;
@@ -363,6 +468,7 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
-	log_err("unknown command '%s' — the command is 'run' (vmstack-vm run --help)", argv[1]);
+	log_err("unknown command '%s' — the commands are 'run' and 'restore' (vmstack-vm --help)",
+	        argv[1]);
 	return EXIT_CONFIG;
 }

@@ -146,6 +146,90 @@ static json_t *cmd_quit(void *opaque, json_t *args, struct control_error *err)
 	return NULL;
 }
 
+/*
+ * The configuration a restore starts from: the `run` arguments, NUL-separated, without
+ * --control (the restored monitor names its own socket).
+ */
+static int put_config(const struct vm_config *cfg, struct snap_writer *w)
+{
+	size_t len = 0, n = 0;
+	char *buf;
+	int r;
+
+	for (int i = 0; i < cfg->argc; i++)
+		len += strlen(cfg->argv[i]) + 1;
+	buf = malloc(len + 1);
+	if (!buf)
+		return -ENOMEM;
+	for (int i = 1; i < cfg->argc; i++) {
+		const char *a = cfg->argv[i];
+		if (!strcmp(a, "--control")) {
+			i++;
+			continue;
+		}
+		if (!strncmp(a, "--control=", 10))
+			continue;
+		memcpy(buf + n, a, strlen(a) + 1);
+		n += strlen(a) + 1;
+	}
+	r = snap_put(w, "config", 0, buf, n);
+	free(buf);
+	return r;
+}
+
+/* snapshot-save {"path": DIR}: the VM is paused, saved into DIR, and stays paused (`cont`
+ * continues it — its disks then move on past the snapshot — and `quit` ends it). */
+static json_t *cmd_snapshot_save(void *opaque, json_t *args, struct control_error *err)
+{
+	struct vmm_ctl *c = opaque;
+	struct machine_save_info info;
+	struct snap_writer *w = NULL;
+	struct machine *m;
+	const char *dir = NULL;
+	char msg[512];
+	bool was_running = false, emit = false;
+	json_t *ret = NULL;
+	int r;
+
+	if (!args || json_unpack(args, "{s:s}", "path", &dir) < 0 || !*dir) {
+		control_error_set(err, "GenericError",
+		                  "snapshot-save: argument 'path' (the snapshot directory) is "
+		                  "required, e.g. {\"path\": \"/var/lib/vm/snap1\"}");
+		return NULL;
+	}
+	pthread_mutex_lock(&c->lock);
+	m = need_machine(c, err);
+	if (!m)
+		goto out;
+	was_running = !machine_paused(m);
+	w = snap_writer_new();
+	if (!w || put_config(c->cfg, w) < 0) {
+		control_error_set(err, "GenericError", "snapshot-save: out of memory");
+		goto out;
+	}
+	r = machine_save(m, w, dir, &info, msg, sizeof(msg));
+	if (r == 0)
+		r = snap_writer_commit(w, dir, msg, sizeof(msg));
+	if (machine_paused(m)) {
+		c->status = "paused";
+		emit = was_running;
+	}
+	if (r < 0) {
+		control_error_set(err, "GenericError", "snapshot-save: %s", msg);
+		goto out;
+	}
+	ret = json_pack("{s:s, s:I, s:f}", "path", dir, "memory-bytes",
+	                (json_int_t)info.memory_bytes, "seconds", info.seconds);
+	log_info("snapshot saved to %s: %llu bytes of memory in %.3f s", dir,
+	         (unsigned long long)info.memory_bytes, info.seconds);
+out:
+	pthread_mutex_unlock(&c->lock);
+	snap_writer_free(w);
+	if (emit)
+		control_event(c->ctl, "STOP", NULL);
+	return ret;
+}
+
 static json_t *cmd_query_cpus(void *opaque, json_t *args, struct control_error *err)
 {
 	struct vmm_ctl *c = opaque;
@@ -308,6 +392,7 @@ static const struct control_cmd vmm_cmds[] = {
     {"query-block", cmd_query_block},
     {"query-net", cmd_query_net},
     {"query-stats", cmd_query_stats},
+    {"snapshot-save", cmd_snapshot_save},
 };
 
 struct vmm_ctl *vmm_ctl_start(const char *path, const struct vm_config *cfg, char *err,
@@ -389,6 +474,16 @@ enum machine_exit vmm_ctl_detach(struct vmm_ctl *c, enum machine_exit why, bool 
 	control_event(c->ctl, why == MACHINE_RESET ? "RESET" : "SHUTDOWN",
 	              json_pack("{s:b, s:s}", "guest", guest, "reason", reason));
 	return why;
+}
+
+void vmm_ctl_device_error(void *opaque, const char *device, const char *reason, const char *msg)
+{
+	struct vmm_ctl *c = opaque;
+
+	if (c)
+		control_event(c->ctl, "DEVICE_ERROR",
+		              json_pack("{s:s, s:s, s:s}", "device", device, "reason", reason,
+		                        "message", msg));
 }
 
 void vmm_ctl_stop(struct vmm_ctl *c)

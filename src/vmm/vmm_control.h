@@ -30,4 +30,8 @@ void vmm_ctl_attach(struct vmm_ctl *c, struct machine *m);
 enum machine_exit vmm_ctl_detach(struct vmm_ctl *c, enum machine_exit why, bool *host_reset);
 void vmm_ctl_stop(struct vmm_ctl *c);
 
+/* machine_host.device_error: a DEVICE_ERROR event {device, reason, message}. Any thread;
+ * opaque is the vmm_ctl (NULL: nothing). */
+void vmm_ctl_device_error(void *opaque, const char *device, const char *reason, const char *msg);
+
 #endif

@@ -9,74 +9,15 @@ event, the guest starts again), quit (reply, SHUTDOWN event, exit status 0), the
 mode, and a bad --control path.
 """
 
-import json
 import os
 import re
-import socket
 import stat
 import time
 
 import pytest
 
 import vmtest
-
-
-class Qmp:
-    """A minimal QMP client: one JSON object per line from the server."""
-
-    def __init__(self, path, timeout=10):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.s.connect(str(path))
-                break
-            except OSError:
-                self.s.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.s.settimeout(timeout)
-        self.buf = b""
-        self.events = []
-        self.greeting = self.recv()
-
-    def recv(self):
-        while b"\n" not in self.buf:
-            chunk = self.s.recv(65536)
-            if not chunk:
-                raise EOFError("the monitor closed the control socket")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def cmd(self, name, **args):
-        msg = {"execute": name, "id": f"id-{name}"}
-        if args:
-            msg["arguments"] = args
-        self.s.sendall(json.dumps(msg).encode())
-        while True:
-            r = self.recv()
-            if "event" in r:
-                self.events.append(r)
-                continue
-            assert r.get("id") == f"id-{name}", r
-            return r
-
-    def event(self, name, timeout=10):
-        deadline = time.monotonic() + timeout
-        while True:
-            for e in self.events:
-                if e["event"] == name:
-                    self.events.remove(e)
-                    return e
-            self.s.settimeout(max(0.1, deadline - time.monotonic()))
-            self.events.append(self.recv())
-            if time.monotonic() > deadline:
-                raise TimeoutError(name)
-
-    def close(self):
-        self.s.close()
+from qmp import Qmp
 
 
 def flushed(out):
@@ -189,3 +130,24 @@ def test_system_powerdown_presses_the_acpi_power_button(baremetal, tmp_path):
         q.close()
     assert "pwrbtn: pressed" in r.lines and "PASS" in r.lines, r.describe()
     assert r.returncode == 0, r.describe()
+
+
+def test_device_error_events_from_a_hostile_guest(baremetal, tmp_path):
+    """pci_hostile.c puts bad rings in front of virtio-rng (and malformed requests, which
+    fail one by one, in front of virtio-blk): each time the rng enters NEEDS_RESET a
+    DEVICE_ERROR event names it; the disk, whose requests only failed, never does."""
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1 << 20))
+    sock = tmp_path / "ctl.sock"
+    with vmtest.start_vm(baremetal("pci_hostile"),
+                         extra=["--rng", "--disk", f"path={disk}", "--control", str(sock)]) as vm:
+        q = Qmp(sock)
+        q.cmd("qmp_capabilities")
+        q.event("SHUTDOWN", timeout=120)
+        r = vm.wait(30)
+        q.close()
+    assert "PASS" in r.lines, r.describe()
+    errors = [e["data"] for e in q.events if e["event"] == "DEVICE_ERROR"]
+    devices = {e["device"] for e in errors if e["reason"] == "needs-reset"}
+    assert devices == {"virtio-rng"}, errors
+    assert all(e["message"] for e in errors), errors
