@@ -1,11 +1,13 @@
 /* qcow2_internal.h: the open-image structures and the metadata primitives that image.c,
- * qcow2.c (core), qcow2_snapshot.c and qcow2_check.c share. Not for other directories. */
+ * the qcow2 core, the snapshot code and qcow2_check.c share. Not for other directories. */
 #ifndef VMSTACK_QCOW2_INTERNAL_H
 #define VMSTACK_QCOW2_INTERNAL_H
 
+#include <endian.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "image.h"
@@ -49,6 +51,35 @@
 #define QCOW2_MAX_SNAPSHOTS    65536
 #define QCOW2_MAX_BACKING_NAME 1023
 
+/* Big-endian loads and stores at any alignment (header fields). */
+static inline uint32_t get_be32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return be32toh(v);
+}
+
+static inline uint64_t get_be64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return be64toh(v);
+}
+
+static inline void put_be32(uint8_t *p, uint32_t v)
+{
+	v = htobe32(v);
+	memcpy(p, &v, 4);
+}
+
+static inline void put_be64(uint8_t *p, uint64_t v)
+{
+	v = htobe64(v);
+	memcpy(p, &v, 8);
+}
+
 struct qcow2_cache; /* an LRU of cluster-sized tables (L2 tables or refcount blocks) */
 
 struct qcow2 {
@@ -89,7 +120,7 @@ struct qcow2 {
 	uint64_t file_end;  /* host file size, rounded up to a cluster */
 
 	/*
-	 * Write ordering (crash consistency, see qcow2.c): a dirty L2 table may only reach
+	 * Write ordering (crash consistency, see qcow2_write.c): a dirty L2 table may only reach
 	 * the file after an fdatasync that covers the data and refcount writes its new
 	 * entries depend on. need_sync says such writes happened since the last fdatasync.
 	 */
@@ -99,11 +130,11 @@ struct qcow2 {
 	uint8_t *unknown_ext;
 	size_t unknown_ext_len;
 
-	/* ---- core-private (qcow2.c, qcow2_refcount.c, qcow2_io.c) ---- */
+	/* ---- core-private (qcow2.c, qcow2_{create,io,write,refcount}.c) ---- */
 	unsigned l2_bits;      /* log2(l2_entries) */
 	uint64_t max_refcount; /* (1 << refcount bits) - 1 */
 	/* Host ranges whose refcount drops by one at the next flush, once the tables that
-	 * stopped referencing them are on disk (crash consistency rule 5 in qcow2_io.c). */
+	 * stopped referencing them are on disk (crash consistency rule 5 in qcow2_write.c). */
 	struct qcow2_free {
 		uint64_t off, len;
 	} * frees;
@@ -132,7 +163,7 @@ struct img {
 /* image.c: creates path for writing (O_EXCL unless overwrite); fd or -errno + err. */
 int img_create_file(const char *path, bool overwrite, char *err, size_t errlen);
 
-/* ---- qcow2.c: the core, called by image.c ---- */
+/* ---- the core (qcow2.c, qcow2_create.c, qcow2_io.c, qcow2_write.c), called by image.c ---- */
 int qcow2_open(struct img *im, const struct img_open_opts *o, char *err, size_t errlen);
 void qcow2_close(struct img *im); /* after qcow2_flush */
 int qcow2_preadv(struct img *im, const struct iovec *iov, int iovcnt, uint64_t off);
@@ -209,14 +240,98 @@ int qcow2_grow_l1(struct qcow2 *q, uint64_t l1_size);
 /* Allocates every L2 table and data cluster of the virtual disk (full: and the space). */
 int qcow2_preallocate(struct qcow2 *q, bool full);
 
-/* qcow2_snapshot.c: calls fn for each snapshot table entry (validated), stops at the first
- * nonzero return; *table_bytes gets the table's size. q->lock held. */
+/*
+ * ---- qcow2_io.c: cluster lookup and reads, shared with qcow2_write.c (q->lock held) ----
+ */
+enum q2_kind { Q2_UNALLOC, Q2_ZERO, Q2_NORMAL, Q2_COMPRESSED };
+
+struct q2_map {
+	enum q2_kind kind;
+	uint64_t bytes; /* from off, uniform, within one L2 table's range */
+	uint64_t host;  /* NORMAL: host offset of off; ZERO: preallocated cluster or 0 */
+	bool copied;
+	uint64_t l2e; /* the entry of off's cluster */
+};
+
+/* A position in an iovec array, consumed by qcow2_iovc_take(). */
+struct iovc {
+	const struct iovec *iov;
+	int cnt, i;
+	size_t pos;
+};
+
+/* Takes the next n bytes of c (fewer at its end) as iovecs into out; returns how many. */
+int qcow2_iovc_take(struct iovc *c, uint64_t n, struct iovec *out);
+/* Full vectored I/O; reads past the end of the file read zeros. iov is consumed. */
+int qcow2_io_full(int fd, struct iovec *iov, int cnt, uint64_t off, bool write);
+/* stack if it has room for cnt + 2 iovecs, else a malloc'ed array (NULL if no memory). */
+struct iovec *qcow2_iov_scratch(struct iovec *stack, size_t nstack, int cnt);
+/* L2 table offset for L1 index i: 0 if none, -EIO if the entry is bad. */
+int64_t qcow2_l1_entry(struct qcow2 *q, uint64_t i, bool *copied);
+/* Host offset and length in bytes of the compressed cluster that L2 entry e describes. */
+void qcow2_compressed_desc(const struct qcow2 *q, uint64_t e, uint64_t *coff, uint64_t *csize);
+/* Kind and host offset of an L2 entry; -EIO if it is bad (logged when log is set). */
+int qcow2_classify(struct qcow2 *q, uint64_t e, uint64_t idx, bool log, enum q2_kind *kind,
+                   uint64_t *host);
+/* What [off, off+len) is in this image, as far as it is uniform (m->bytes of it). */
+int qcow2_lookup(struct qcow2 *q, uint64_t off, uint64_t len, struct q2_map *m);
+/* Reads the current content of the guest cluster at goff (entry e) into buf. */
+int qcow2_read_cluster(struct qcow2 *q, uint64_t goff, uint64_t e, uint8_t *buf);
+
+/*
+ * ---- qcow2_snaptable.c: the snapshot table, for qcow2_snapshot.c and qcow2_check.c ----
+ * Functions taking a struct qcow2 require q->lock held by the caller.
+ */
+/* One snapshot table entry, decoded. */
+struct snap {
+	uint64_t l1_offset;
+	uint32_t l1_size;
+	uint32_t date_sec, date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t vm_state_size;
+	uint64_t disk_size;
+	uint64_t icount;
+	uint8_t *unknown_extra; /* extra data past the fields we know, kept verbatim */
+	uint32_t unknown_extra_len;
+	char *id, *name; /* NUL-terminated copies; may hold NULs, so lengths are kept too */
+	uint16_t id_len, name_len;
+};
+
+struct snap_table {
+	struct snap *s;
+	uint32_t n;
+	uint64_t bytes; /* on-disk size of the table read */
+};
+
+/* Formats into err like snprintf, unless err is NULL or errlen 0. */
+void qcow2_seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The qcow2 state of im; NULL unless im is an open qcow2 image. No lock needed. */
+struct qcow2 *qcow2_of(struct img *im);
+/* Sets *end to the host file's size rounded up to a cluster (at least q->file_end). */
+int qcow2_file_bound(struct qcow2 *q, uint64_t *end);
+/* A buffer of len bytes, 4096-aligned and rounded up for an O_DIRECT fd; NULL if no memory. */
+void *qcow2_alloc_buf(size_t len);
+/* Reads and validates the nb_snapshots entries at snapshots_offset into t (t->bytes set). */
+int qcow2_snap_table_read(struct qcow2 *q, struct snap_table *t, char *err, size_t errlen);
+/* Frees every entry of t and zeroes t. */
+void qcow2_snap_table_free(struct snap_table *t);
+/* Writes t as the new table (new clusters, synced), then the header, then frees the old one. */
+int qcow2_snap_table_write(struct qcow2 *q, const struct snap_table *t, uint64_t old_bytes,
+                           char *err, size_t errlen);
+/* Index of the entry with this id, else with this name; -1 if none. */
+int qcow2_snap_find(const struct snap_table *t, const char *id_or_name);
+/* Reads sn's L1 table (checked against the file) into a zeroed buffer of >= min_entries. */
+int qcow2_snap_read_l1(struct qcow2 *q, const struct snap *sn, uint32_t min_entries, uint64_t **out,
+                       char *err, size_t errlen);
+/* Calls fn for each snapshot table entry (validated), stops at the first nonzero return;
+ * *table_bytes gets the table's size. */
 int qcow2_snapshot_table_walk(struct qcow2 *q,
                               int (*fn)(void *opaque, const struct qcow2_snapshot_info *info,
                                         uint64_t l1_offset, uint32_t l1_size),
                               void *opaque, uint64_t *table_bytes, char *err, size_t errlen);
 
-/* qcow2_snapshot.c: the snapshot table is read on demand; core open only checks that
+/* qcow2_snaptable.c: the snapshot table is read on demand; core open only checks that
  * [snapshots_offset, +nb_snapshots * 40 minimum) lies in the file and is cluster aligned. */
 
 #endif

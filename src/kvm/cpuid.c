@@ -102,6 +102,9 @@ static const struct feature_name features[] = {
     {"pdpe1gb", CPUID_80000001_EDX, 26},
     {"rdtscp", CPUID_80000001_EDX, 27},
     {"lm", CPUID_80000001_EDX, 29},
+    /* Off unless asked for, as in QEMU: with it Linux prefers the TSC to kvm-clock, and
+     * the TSC keeps counting while the VM is paused, saved or restored elsewhere. */
+    {"invtsc", CPUID_80000007_EDX, 8},
     /* KVM paravirtual features, with QEMU's names. */
     {"kvmclock", CPUID_KVM_FEATURES, 0},
     {"kvm-nopiodelay", CPUID_KVM_FEATURES, 1},
@@ -252,6 +255,9 @@ static uint32_t *word_ptr(struct kvm_cpuid2 *c, enum cpuid_word w)
 	case CPUID_7_EDX:
 		e = cpuid_find(c, 7, 0);
 		return e ? &e->edx : NULL;
+	case CPUID_80000007_EDX:
+		e = cpuid_find(c, 0x80000007, 0);
+		return e ? &e->edx : NULL;
 	case CPUID_80000001_ECX:
 		e = cpuid_find(c, 0x80000001, 0);
 		return e ? &e->ecx : NULL;
@@ -317,6 +323,8 @@ void cpuid_shape(struct kvm_cpuid2 *c, const struct cpu_model *m, unsigned apic_
 		if (m->base == CPU_MODEL_BASELINE && w != CPUID_KVM_FEATURES)
 			*p &= baseline[w] | m->add[w];
 		*p &= ~m->del[w];
+		if (w == CPUID_80000007_EDX)
+			*p &= ~(1u << 8) | m->add[w];
 	}
 
 	for (uint32_t i = 0; i < c->nent; i++) {

@@ -17,6 +17,7 @@ enum cpuid_word {
 	CPUID_80000001_ECX,
 	CPUID_80000001_EDX,
 	CPUID_KVM_FEATURES, /* leaf 0x40000001 EAX: KVM paravirtual features */
+	CPUID_80000007_EDX, /* advanced power management: invariant TSC */
 	CPUID_NWORDS
 };
 

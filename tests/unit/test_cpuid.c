@@ -120,7 +120,7 @@ TEST(cpu_model_list_features_names)
 
 /* ---- shaping ---------------------------------------------------------------------------- */
 
-#define NENT 12
+#define NENT 13
 
 static struct kvm_cpuid2 *table(void)
 {
@@ -142,6 +142,7 @@ static struct kvm_cpuid2 *table(void)
 	ENT(0xb, 2, 0x9, 0x9, 0x9, 0x77);
 	ENT(0x40000000, 0, 0, 0x11111111, 0x22222222, 0x33333333);
 	ENT(0x80000001, 0, 0, 0, 0xffffffff, 0xffffffff);
+	ENT(0x80000007, 0, 0, 0, 0, 0x100); /* invariant TSC */
 	ENT(0x80000008, 0, 0x3030, 0, 0x0001f0ff, 0);
 #undef ENT
 	c->nent = n;
@@ -307,6 +308,22 @@ TEST(cpuid_shape_feature_removal)
 	m = model("+avx512f");
 	cpuid_shape(c, &m, 0, 1);
 	CHECK_EQ(ent(c, 7, 0)->ebx, 0);
+	free(c);
+}
+
+TEST(cpuid_shape_hides_invariant_tsc_unless_asked)
+{
+	struct kvm_cpuid2 *c = table();
+	struct cpu_model m = model("host");
+
+	/* As QEMU: the guest then keeps kvm-clock, which stops while the VM is paused. */
+	cpuid_shape(c, &m, 0, 1);
+	CHECK_EQ(ent(c, 0x80000007, 0)->edx, 0);
+	free(c);
+	c = table();
+	m = model("host,+invtsc");
+	cpuid_shape(c, &m, 0, 1);
+	CHECK_EQ(ent(c, 0x80000007, 0)->edx, BIT(8));
 	free(c);
 }
 
