@@ -45,10 +45,13 @@ def save(q, snap):
     return r["return"]
 
 
-def test_ticks_guest_continues_after_restore(baremetal, tmp_path):
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_ticks_guest_continues_after_restore(baremetal, tmp_path, cpus):
+    """With 2 vCPUs the second one waits for INIT-SIPI all along: its MP state must come
+    back as such (a restored AP that ran from garbage would crash the guest)."""
     snap = tmp_path / "snap"
     sock = tmp_path / "ctl.sock"
-    with vmtest.start_vm(baremetal("ticks"), extra=["--control", str(sock)]) as vm:
+    with vmtest.start_vm(baremetal("ticks"), cpus=cpus, extra=["--control", str(sock)]) as vm:
         q = Qmp(sock)
         q.cmd("qmp_capabilities")
         assert vm.wait_for(lambda out: any(l >= 100 for l, _ in ticks(out)), 60), vm.stdout
