@@ -262,6 +262,13 @@ static unsigned uring_reap(struct blk_queue *q)
 	return finished;
 }
 
+static bool uring_pending(const struct blk_queue *q)
+{
+	const struct blk_uring *u = q->priv;
+
+	return io_uring_cq_ready(&u->ring) != 0;
+}
+
 const struct blk_engine blk_engine_uring = {
     .name = "io_uring",
     .init = uring_init,
@@ -269,4 +276,5 @@ const struct blk_engine blk_engine_uring = {
     .start = uring_start,
     .kick = uring_kick,
     .reap = uring_reap,
+    .pending = uring_pending,
 };

@@ -718,6 +718,13 @@ unsigned blk_queue_complete(struct blk_queue *q)
 	return done;
 }
 
+bool blk_queue_pending(const struct blk_queue *q)
+{
+	if (q->sync_done)
+		return true;
+	return q->blk->engine->pending && q->blk->engine->pending(q);
+}
+
 void blk_queue_drain(struct blk_queue *q)
 {
 	struct pollfd pfd = {.fd = q->efd, .events = POLLIN};

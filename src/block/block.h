@@ -132,6 +132,10 @@ void blk_queue_kick(struct blk_queue *q);
  * must not drain or free its queue.
  */
 unsigned blk_queue_complete(struct blk_queue *q);
+/* True if blk_queue_complete() has something to finish, as far as can be told without a
+ * syscall (for polling: the io_uring engine looks at its completion ring; the thread
+ * pool's completions are only seen through blk_queue_fd()). The queue's thread. */
+bool blk_queue_pending(const struct blk_queue *q);
 /* Waits until nothing is in flight, delivering completions. */
 void blk_queue_drain(struct blk_queue *q);
 unsigned blk_queue_inflight(const struct blk_queue *q);

@@ -96,6 +96,8 @@ struct blk_engine {
 	void (*kick)(struct blk_queue *q);
 	/* Hands finished slots to blk_slot_finish(); returns how many. Never blocks. */
 	unsigned (*reap)(struct blk_queue *q);
+	/* Optional: true if reap() would find something (a look at memory, no syscall). */
+	bool (*pending)(const struct blk_queue *q);
 };
 
 extern const struct blk_engine blk_engine_uring;

@@ -9,11 +9,16 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
-#define MAX_WATCHES 64
+#define MAX_WATCHES         64
+#define MAX_POLLERS         16
+#define POLL_DEFAULT_MAX_NS 32000
+#define POLL_INITIAL_NS     4000
 
 struct watch {
 	int fd; /* -1: free slot */
@@ -43,7 +48,19 @@ struct iothread {
 	atomic_bool pause_req; /* pauses != 0, for the loop to test without the lock */
 	bool paused;           /* the loop is held in iothread_pause_point() */
 	bool exited;           /* the loop has returned */
+	struct iothread_poller pollers[MAX_POLLERS]; /* ready == NULL: free slot */
+	unsigned npollers;                           /* slots in use */
+	_Atomic uint64_t poll_max_ns;
+	uint64_t poll_ns; /* the current window (loop thread only) */
 };
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* Lock held: runs the queued calls (dropping the lock around each). */
 static void run_calls_locked(struct iothread *t)
@@ -104,14 +121,101 @@ static void unpause_locked(struct iothread *t)
 	pthread_cond_broadcast(&t->cond);
 }
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield");
+#endif
+}
+
+/* Something for the loop other than pollers: a pause, a call, a stop. */
+static bool loop_wanted(struct iothread *t)
+{
+	return atomic_load_explicit(&t->pause_req, memory_order_acquire) ||
+	       __atomic_load_n(&t->calls, __ATOMIC_RELAXED) ||
+	       __atomic_load_n(&t->stop, __ATOMIC_RELAXED);
+}
+
+/*
+ * Polls for up to poll_ns (the window restarts whenever a poller finds work), with every
+ * poller's notifications off meanwhile. Returns true if any work was found and run. Leaves
+ * notifications on, so the loop may sleep afterwards.
+ */
+static bool poll_phase(struct iothread *t)
+{
+	uint64_t deadline = now_ns() + t->poll_ns;
+	bool progress = false;
+
+	for (unsigned i = 0; i < MAX_POLLERS; i++)
+		if (t->pollers[i].ready && t->pollers[i].begin)
+			t->pollers[i].begin(t->pollers[i].opaque);
+	for (;;) {
+		bool found = false;
+
+		for (unsigned i = 0; i < MAX_POLLERS; i++) {
+			struct iothread_poller *p = &t->pollers[i];
+			if (p->ready && p->ready(p->opaque)) {
+				p->run(p->opaque);
+				found = true;
+			}
+		}
+		uint64_t now = now_ns();
+		if (found) {
+			progress = true;
+			deadline = now + t->poll_ns;
+		}
+		if (now >= deadline || loop_wanted(t) ||
+		    !atomic_load_explicit(&t->poll_max_ns, memory_order_relaxed))
+			break;
+		cpu_relax();
+	}
+	for (unsigned i = 0; i < MAX_POLLERS; i++) {
+		struct iothread_poller *p = &t->pollers[i];
+		if (p->ready && p->end && p->end(p->opaque)) {
+			p->run(p->opaque);
+			progress = true;
+		}
+	}
+	return progress;
+}
+
+/* QEMU's adaptive window: grow while waits are short, drop to 0 after a long one. */
+static void adapt_poll(struct iothread *t, uint64_t waited_ns)
+{
+	uint64_t max = atomic_load_explicit(&t->poll_max_ns, memory_order_relaxed);
+
+	if (waited_ns <= t->poll_ns)
+		return; /* polling found it */
+	if (waited_ns > max)
+		t->poll_ns = 0;
+	else if (t->poll_ns < max)
+		t->poll_ns = t->poll_ns ? MIN(t->poll_ns * 2, max) : MIN(POLL_INITIAL_NS, max);
+}
+
 static void *loop(void *arg)
 {
 	struct iothread *t = arg;
 	struct epoll_event ev[16];
 
 	for (;;) {
+		uint64_t t0 = 0;
+		int timeout = -1;
+
 		iothread_pause_point(t);
-		int n = epoll_wait(t->epfd, ev, 16, -1);
+		t->poll_ns =
+		    MIN(t->poll_ns, atomic_load_explicit(&t->poll_max_ns, memory_order_relaxed));
+		if (t->poll_ns && t->npollers) {
+			t0 = now_ns();
+			if (poll_phase(t))
+				timeout = 0; /* found work: look at the fds, then poll again */
+		} else if (t->npollers) {
+			t0 = now_ns();
+		}
+		int n = epoll_wait(t->epfd, ev, 16, timeout);
+		if (t0 && timeout)
+			adapt_poll(t, now_ns() - t0);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -156,6 +260,10 @@ struct iothread *iothread_new(const char *name)
 		t->watches[i].fd = -1;
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_cond_init(&t->cond, NULL);
+	t->poll_max_ns = POLL_DEFAULT_MAX_NS;
+	const char *env = getenv("VMSTACK_POLL_MAX_NS");
+	if (env && *env)
+		t->poll_max_ns = strtoull(env, NULL, 10);
 	t->epfd = epoll_create1(EPOLL_CLOEXEC);
 	t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (t->epfd < 0 || t->wake_fd < 0 || epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->wake_fd, &ev)) {
@@ -264,6 +372,40 @@ void iothread_del(struct iothread *t, int fd)
 		w->fd = -1;
 	}
 	pthread_mutex_unlock(&t->lock);
+}
+
+int iothread_add_poller(struct iothread *t, const struct iothread_poller *p)
+{
+	int r = -ENOSPC;
+
+	pthread_mutex_lock(&t->lock);
+	for (unsigned i = 0; i < MAX_POLLERS; i++) {
+		if (t->pollers[i].ready)
+			continue;
+		t->pollers[i] = *p;
+		t->npollers++;
+		r = 0;
+		break;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+void iothread_del_poller(struct iothread *t, void *opaque)
+{
+	pthread_mutex_lock(&t->lock);
+	for (unsigned i = 0; i < MAX_POLLERS; i++) {
+		if (t->pollers[i].ready && t->pollers[i].opaque == opaque) {
+			t->pollers[i] = (struct iothread_poller){0};
+			t->npollers--;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+void iothread_set_poll_max(struct iothread *t, uint64_t ns)
+{
+	atomic_store_explicit(&t->poll_max_ns, ns, memory_order_relaxed);
 }
 
 bool iothread_is_current(const struct iothread *t)

@@ -44,6 +44,35 @@ void iothread_del(struct iothread *t, int fd);
  * thread or if the thread is not running. */
 void iothread_call(struct iothread *t, void (*fn)(void *opaque), void *opaque);
 
+/*
+ * Polling (QEMU's poll-max-ns): waking a sleeping thread costs microseconds (an IPI, a
+ * context switch; far more in a VM), so when events come close together the loop looks
+ * for work itself for a while before it sleeps. A poller names a cheap check (ready: no
+ * syscalls, just a look at a ring in memory) and the work to do when it finds some (run).
+ * While the loop polls it calls begin() on every poller, so a device can tell its driver
+ * not to notify (virtio's NO_NOTIFY / avail_event) and save the driver the kick; end()
+ * asks for notifications again and returns true if work came in meanwhile (then run() is
+ * called). The poll window adapts: it starts at 0, doubles from 4 µs while waits are
+ * shorter than poll_max_ns, and drops to 0 after a wait longer than that, so an idle
+ * device does not spin. Pollers run on the loop thread, between pause points. run() must
+ * do all the work it can, so that ready() turns false (a poller that stays ready keeps
+ * the loop spinning).
+ */
+struct iothread_poller {
+	bool (*ready)(void *opaque);
+	void (*run)(void *opaque);
+	void (*begin)(void *opaque);
+	bool (*end)(void *opaque);
+	void *opaque;
+};
+
+/* Adds a poller (copied). Returns 0 or -ENOSPC. Any thread. Removing: as iothread_del(). */
+int iothread_add_poller(struct iothread *t, const struct iothread_poller *p);
+void iothread_del_poller(struct iothread *t, void *opaque);
+/* The longest the loop polls before sleeping; 0 turns polling off. Default 32 µs, or
+ * VMSTACK_POLL_MAX_NS from the environment. Any thread. */
+void iothread_set_poll_max(struct iothread *t, uint64_t ns);
+
 /* True on t's own thread. */
 bool iothread_is_current(const struct iothread *t);
 

@@ -172,6 +172,19 @@ static void completions_ready(void *opaque, uint32_t events)
 		virtio_queue_interrupt(bq->q);
 }
 
+/* While the iothread polls (iothread.h): completions seen in the ring, no fd read. */
+static bool completions_pending(void *opaque)
+{
+	struct vblk_queue *bq = opaque;
+
+	return blk_queue_pending(bq->bq);
+}
+
+static void completions_polled(void *opaque)
+{
+	completions_ready(opaque, 0);
+}
+
 /* --- submission --- */
 
 /* Checks [sector, +bytes) lies in the disk. */
@@ -332,8 +345,12 @@ static void blk_notify(struct virtio_dev *d, unsigned qi)
 		if (!virtq_enable_notify(&q->vq))
 			break;
 	}
-	if (submitted)
+	if (submitted) {
 		blk_queue_kick(bq->bq);
+		/* Requests the kernel finished during the submit (page-cache hits) complete
+		 * now, under the same interrupt, not after another trip through epoll. */
+		blk_queue_complete(bq->bq);
+	}
 	virtio_queue_interrupt(q);
 }
 
@@ -419,8 +436,10 @@ static void free_queues(struct virtio_blk *vb)
 	for (unsigned i = 0; vb->queues && i < vb->nqueues; i++) {
 		struct vblk_queue *bq = &vb->queues[i];
 		if (bq->bq) {
-			if (vb->vdev.io)
+			if (vb->vdev.io) {
 				iothread_del(vb->vdev.io, blk_queue_fd(bq->bq));
+				iothread_del_poller(vb->vdev.io, bq);
+			}
 			blk_queue_free(bq->bq);
 		}
 		free(bq->reqs);
@@ -441,6 +460,7 @@ int virtio_blk_create(struct virtio_blk *vb, unsigned index, const struct disk_c
 	    .queue_size = QUEUE_SIZE,
 	    .cfg_size = CFG_SIZE,
 	    .ops = &blk_ops,
+	    .poll = true,
 	};
 	int r;
 
@@ -487,6 +507,11 @@ int virtio_blk_create(struct virtio_blk *vb, unsigned index, const struct disk_c
 		struct vblk_queue *bq = &vb->queues[i];
 		bq->q = &vb->vdev.q[i];
 		r = iothread_add(vb->vdev.io, blk_queue_fd(bq->bq), EPOLLIN, completions_ready, bq);
+		if (r == 0)
+			r = iothread_add_poller(
+			    vb->vdev.io, &(struct iothread_poller){.ready = completions_pending,
+			                                           .run = completions_polled,
+			                                           .opaque = bq});
 		if (r < 0) {
 			snprintf(err, errlen, "%s: cannot watch I/O completions: %s", vb->name,
 			         strerror(-r));
@@ -505,8 +530,10 @@ static void del_watches(void *opaque)
 {
 	struct virtio_blk *vb = opaque;
 
-	for (unsigned i = 0; i < vb->nqueues; i++)
+	for (unsigned i = 0; i < vb->nqueues; i++) {
 		iothread_del(vb->vdev.io, blk_queue_fd(vb->queues[i].bq));
+		iothread_del_poller(vb->vdev.io, &vb->queues[i]);
+	}
 }
 
 void virtio_blk_destroy(struct virtio_blk *vb)

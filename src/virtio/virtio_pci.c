@@ -86,6 +86,44 @@ static void kick_ready(void *opaque, uint32_t events)
 		d->ops->queue_notify(d, q->index);
 }
 
+/* Polling the avail ring instead of waiting for kicks (iothread.h), for devices that ask. */
+static bool queue_live(const struct virtio_queue *q)
+{
+	return q->dev->running && q->enabled && !q->vq.broken;
+}
+
+static bool queue_poll_ready(void *opaque)
+{
+	struct virtio_queue *q = opaque;
+
+	return queue_live(q) && virtq_poll_ready(&q->vq);
+}
+
+static void queue_poll_run(void *opaque)
+{
+	struct virtio_queue *q = opaque;
+	struct virtio_dev *d = q->dev;
+
+	atomic_fetch_add_explicit(&d->polled, 1, memory_order_relaxed);
+	d->ops->queue_notify(d, q->index);
+}
+
+static void queue_poll_begin(void *opaque)
+{
+	struct virtio_queue *q = opaque;
+
+	if (queue_live(q))
+		virtq_poll_begin(&q->vq);
+}
+
+static bool queue_poll_end(void *opaque)
+{
+	struct virtio_queue *q = opaque;
+
+	/* Always, even if the queue died meanwhile: polling must not outlive the phase. */
+	return virtq_poll_end(&q->vq) && queue_live(q);
+}
+
 static void do_reset(void *opaque)
 {
 	struct virtio_dev *d = opaque;
@@ -596,6 +634,13 @@ int virtio_pci_init(struct virtio_dev *d, const struct virtio_pci_params *p, str
 			goto fail;
 		}
 		r = iothread_add(d->io, q->kick_fd, EPOLLIN, kick_ready, q);
+		if (r == 0 && p->poll)
+			r = iothread_add_poller(d->io,
+			                        &(struct iothread_poller){.ready = queue_poll_ready,
+			                                                  .run = queue_poll_run,
+			                                                  .begin = queue_poll_begin,
+			                                                  .end = queue_poll_end,
+			                                                  .opaque = q});
 		if (r < 0)
 			goto fail;
 	}

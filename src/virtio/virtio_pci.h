@@ -140,6 +140,7 @@ struct virtio_pci_params {
 	uint16_t queue_size;
 	uint32_t cfg_size; /* bytes of device config space */
 	const struct virtio_dev_ops *ops;
+	bool poll; /* the iothread may poll the avail rings (iothread.h); for request queues */
 };
 
 struct virtio_dev {
@@ -166,7 +167,7 @@ struct virtio_dev {
 	uint8_t isr;
 	struct ratelimit rl;
 	/* counters, for stats */
-	atomic_uint_fast64_t kicks, interrupts;
+	atomic_uint_fast64_t kicks, interrupts, polled; /* kick fd reads, interrupts, poller runs */
 	/* Told about a device failure the management layer should see (DEVICE_ERROR): set
 	 * by the machine before the guest runs; any thread, rate-limited by the caller. */
 	void (*on_error)(void *opaque, const char *device, const char *reason, const char *msg);

@@ -329,7 +329,7 @@ bool virtq_enable_notify(struct virtq *q)
 {
 	uint16_t idx;
 
-	if (!q->size || q->broken)
+	if (!q->size || q->broken || q->polling)
 		return false;
 	q->notify_enabled = true;
 	if (q->event_idx)
@@ -340,4 +340,23 @@ bool virtq_enable_notify(struct virtq *q)
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	idx = __atomic_load_n(&q->avail->idx, __ATOMIC_ACQUIRE);
 	return idx != q->last_avail || q->avail_idx != q->last_avail;
+}
+
+void virtq_poll_begin(struct virtq *q)
+{
+	virtq_disable_notify(q);
+	q->polling = true;
+}
+
+bool virtq_poll_ready(const struct virtq *q)
+{
+	if (!q->size || q->broken)
+		return false;
+	return __atomic_load_n(&q->avail->idx, __ATOMIC_ACQUIRE) != q->last_avail;
+}
+
+bool virtq_poll_end(struct virtq *q)
+{
+	q->polling = false;
+	return virtq_enable_notify(q);
 }

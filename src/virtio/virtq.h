@@ -131,6 +131,7 @@ struct virtq {
 	uint16_t used_idx;    /* our copy of used->idx */
 	uint32_t unsignalled; /* pushes since the last virtq_should_notify() */
 	bool notify_enabled;  /* kicks wanted: see virtq_enable_notify() */
+	bool polling;         /* between virtq_poll_begin() and _end() */
 	bool broken;          /* ring corrupt: device should enter NEEDS_RESET */
 	struct ratelimit rl;
 };
@@ -214,5 +215,17 @@ bool virtq_should_notify(struct virtq *q);
  */
 void virtq_disable_notify(struct virtq *q);
 bool virtq_enable_notify(struct virtq *q);
+
+/*
+ * Polling (an iothread poller, see iothread.h): virtq_poll_begin() turns kicks off and
+ * keeps them off — virtq_enable_notify() then does nothing and returns false, so a
+ * handler's usual loop ends without asking for kicks; virtq_poll_ready() tells whether
+ * the driver has made chains available beyond those popped (one load, no barrier); virtq_poll_end()
+ * asks for kicks again and returns virtq_enable_notify()'s answer: true if chains arrived that the
+ * caller must still pop.
+ */
+void virtq_poll_begin(struct virtq *q);
+bool virtq_poll_ready(const struct virtq *q);
+bool virtq_poll_end(struct virtq *q);
 
 #endif

@@ -546,6 +546,64 @@ TEST(virtq_notify_without_event_idx)
 	drv_teardown(&d);
 }
 
+TEST(virtq_polling_keeps_kicks_off)
+{
+	struct drv d;
+	struct virtq_req req;
+
+	/* Without EVENT_IDX: used->flags says NO_NOTIFY for the whole polling phase. */
+	drv_setup(&d, 8, false, false);
+	set_desc(d.desc, 0, DATA_GPA, 8, 0, 0);
+	CHECK(!virtq_poll_ready(&d.q));
+	virtq_poll_begin(&d.q);
+	CHECK_EQ(d.used->flags, VIRTQ_USED_F_NO_NOTIFY);
+	drv_add(&d, 0);
+	CHECK(virtq_poll_ready(&d.q));
+	/* A handler's usual disable/pop/enable loop: enable neither turns kicks on nor
+	 * asks for another round (the poller looks again). */
+	virtq_disable_notify(&d.q);
+	CHECK_EQ(virtq_pop(&d.q, &req), 1);
+	CHECK(!virtq_poll_ready(&d.q));
+	drv_add(&d, 0);
+	CHECK(!virtq_enable_notify(&d.q));
+	CHECK_EQ(d.used->flags, VIRTQ_USED_F_NO_NOTIFY);
+	CHECK(virtq_poll_ready(&d.q));
+	/* The end turns kicks on and reports the chain that came meanwhile. */
+	CHECK(virtq_poll_end(&d.q));
+	CHECK_EQ(d.used->flags, 0);
+	CHECK_EQ(virtq_pop(&d.q, &req), 1);
+	CHECK(!virtq_enable_notify(&d.q));
+	virtq_poll_begin(&d.q);
+	CHECK(!virtq_poll_end(&d.q));
+	CHECK_EQ(d.used->flags, 0);
+	drv_teardown(&d);
+
+	/* With EVENT_IDX: avail_event stays where it was while polling, then catches up. */
+	drv_setup(&d, 8, true, false);
+	set_desc(d.desc, 0, DATA_GPA, 8, 0, 0);
+	drv_add(&d, 0);
+	CHECK_EQ(virtq_pop(&d.q, &req), 1);
+	CHECK_EQ(*drv_avail_event(&d), 1);
+	virtq_poll_begin(&d.q);
+	drv_add(&d, 0);
+	drv_add(&d, 0);
+	CHECK_EQ(virtq_pop(&d.q, &req), 1);
+	CHECK_EQ(virtq_pop(&d.q, &req), 1);
+	CHECK_EQ(*drv_avail_event(&d), 1);
+	CHECK(!virtq_enable_notify(&d.q));
+	CHECK_EQ(*drv_avail_event(&d), 1);
+	CHECK(!virtq_poll_end(&d.q));
+	CHECK_EQ(*drv_avail_event(&d), 3);
+	drv_teardown(&d);
+
+	/* A broken ring is never ready. */
+	drv_setup(&d, 8, false, false);
+	d.q.broken = true;
+	drv_add(&d, 0);
+	CHECK(!virtq_poll_ready(&d.q));
+	drv_teardown(&d);
+}
+
 TEST(virtq_notify_with_event_idx)
 {
 	struct drv d;
