@@ -435,7 +435,7 @@ TEST(virtq_longest_chains)
 	struct virtq_req req;
 
 	/* VIRTQ_MAX_SEGS each way, in one chain of the ring's table. */
-	drv_setup(&d, 256, false, false);
+	drv_setup(&d, 2 * VIRTQ_MAX_SEGS, false, false);
 	for (unsigned i = 0; i < 2 * VIRTQ_MAX_SEGS; i++) {
 		uint16_t f = i + 1 < 2 * VIRTQ_MAX_SEGS ? VIRTQ_DESC_F_NEXT : 0;
 
@@ -447,7 +447,8 @@ TEST(virtq_longest_chains)
 	CHECK_EQ(virtq_pop(&d.q, &req), 1);
 	CHECK_EQ(req.nout, VIRTQ_MAX_SEGS);
 	CHECK_EQ(req.nin, VIRTQ_MAX_SEGS);
-	CHECK(req.in[VIRTQ_MAX_SEGS - 1].addr == host(&d, DATA_GPA + 255 * 0x10));
+	CHECK(req.in[VIRTQ_MAX_SEGS - 1].addr ==
+	      host(&d, DATA_GPA + (2 * VIRTQ_MAX_SEGS - 1) * 0x10));
 	drv_teardown(&d);
 }
 
@@ -874,7 +875,7 @@ TEST(virtq_too_many_segments)
 	struct virtq_desc *t;
 
 	/* Direct: one more readable buffer than fits. */
-	drv_setup(&d, 256, false, true);
+	drv_setup(&d, 2 * VIRTQ_MAX_SEGS, false, true);
 	for (unsigned i = 0; i <= VIRTQ_MAX_SEGS; i++)
 		set_desc(d.desc, i, DATA_GPA + i * 8, 8, i < VIRTQ_MAX_SEGS ? VIRTQ_DESC_F_NEXT : 0,
 		         (uint16_t)(i + 1));
