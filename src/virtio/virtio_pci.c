@@ -483,8 +483,15 @@ static void bind_kicks(struct virtio_dev *d, uint64_t base, bool assign)
 		uint64_t a = base + VIRTIO_PCI_NOTIFY_OFF + (uint64_t)VIRTIO_PCI_NOTIFY_MULT * i;
 		if (assign == q->ioeventfd)
 			continue;
-		/* Linux and the spec's drivers notify with a 16-bit write of the queue index. */
-		if (hv_ioeventfd(d->hv, q->kick_fd, a, 2, false, assign) == 0)
+		/*
+		 * Drivers notify with a 16-bit write of the queue index. A length-0 ioeventfd
+		 * (any write to the address, KVM_CAP_IOEVENTFD_ANY_LENGTH) is what lets KVM
+		 * take the kick on its fast MMIO path, with no instruction decoding, on hosts
+		 * with EPT/NPT (QEMU registers its notify addresses the same way).
+		 */
+		if (assign)
+			q->ioeventfd_len = hv_has_cap(d->hv, KVM_CAP_IOEVENTFD_ANY_LENGTH) ? 0 : 2;
+		if (hv_ioeventfd(d->hv, q->kick_fd, a, q->ioeventfd_len, false, assign) == 0)
 			q->ioeventfd = assign;
 		else if (assign)
 			vdev_warn(d,

@@ -128,7 +128,8 @@ struct virtio_queue {
 	bool enabled;
 	uint64_t desc, driver, device;
 	int kick_fd;
-	bool ioeventfd; /* kick_fd bound in KVM at the current notify address */
+	bool ioeventfd;        /* kick_fd bound in KVM at the current notify address */
+	uint8_t ioeventfd_len; /* as bound: 0 (any length) or 2 */
 };
 
 struct virtio_pci_params {
