@@ -348,8 +348,10 @@ static void blk_notify(struct virtio_dev *d, unsigned qi)
 	if (submitted) {
 		blk_queue_kick(bq->bq);
 		/* Requests the kernel finished during the submit (page-cache hits) complete
-		 * now, under the same interrupt, not after another trip through epoll. */
-		blk_queue_complete(bq->bq);
+		 * now, under the same interrupt, not after another trip through epoll; when
+		 * none did (O_DIRECT, the thread pool), this costs no syscall. */
+		if (blk_queue_pending(bq->bq))
+			blk_queue_complete(bq->bq);
 	}
 	virtio_queue_interrupt(q);
 }

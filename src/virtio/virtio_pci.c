@@ -72,6 +72,12 @@ void virtio_report_error(struct virtio_dev *d, const char *reason, const char *m
 
 /* --- what runs on the iothread --- */
 
+/* The driver has the queue running: its rings may be looked at and handled. */
+static bool queue_live(const struct virtio_queue *q)
+{
+	return q->dev->running && q->enabled && !q->vq.broken;
+}
+
 static void kick_ready(void *opaque, uint32_t events)
 {
 	struct virtio_queue *q = opaque;
@@ -82,15 +88,11 @@ static void kick_ready(void *opaque, uint32_t events)
 	if (read(q->kick_fd, &n, sizeof(n)) < 0)
 		return;
 	atomic_fetch_add_explicit(&d->kicks, 1, memory_order_relaxed);
-	if (d->running && q->enabled && !q->vq.broken)
+	if (queue_live(q))
 		d->ops->queue_notify(d, q->index);
 }
 
 /* Polling the avail ring instead of waiting for kicks (iothread.h), for devices that ask. */
-static bool queue_live(const struct virtio_queue *q)
-{
-	return q->dev->running && q->enabled && !q->vq.broken;
-}
 
 static bool queue_poll_ready(void *opaque)
 {
