@@ -248,6 +248,29 @@ static void *loop(void *arg)
 	return NULL;
 }
 
+/* VMSTACK_POLL_MAX_NS: nanoseconds, at most 1 s; anything else keeps the default, once
+ * said. */
+static uint64_t poll_max_from_env(void)
+{
+	static atomic_bool warned;
+	const char *env = getenv("VMSTACK_POLL_MAX_NS");
+	char *end;
+	unsigned long long v;
+
+	if (!env || !*env)
+		return POLL_DEFAULT_MAX_NS;
+	errno = 0;
+	v = strtoull(env, &end, 10);
+	if (errno || *end || *env == '-' || v > 1000000000ull) {
+		if (!atomic_exchange(&warned, true))
+			log_warn("VMSTACK_POLL_MAX_NS=%s: not a number of nanoseconds from 0 to "
+			         "1000000000; polling for up to %u ns (0 turns it off)",
+			         env, POLL_DEFAULT_MAX_NS);
+		return POLL_DEFAULT_MAX_NS;
+	}
+	return v;
+}
+
 struct iothread *iothread_new(const char *name)
 {
 	struct iothread *t = calloc(1, sizeof(*t));
@@ -260,10 +283,7 @@ struct iothread *iothread_new(const char *name)
 		t->watches[i].fd = -1;
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_cond_init(&t->cond, NULL);
-	t->poll_max_ns = POLL_DEFAULT_MAX_NS;
-	const char *env = getenv("VMSTACK_POLL_MAX_NS");
-	if (env && *env)
-		t->poll_max_ns = strtoull(env, NULL, 10);
+	t->poll_max_ns = poll_max_from_env();
 	t->epfd = epoll_create1(EPOLL_CLOEXEC);
 	t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (t->epfd < 0 || t->wake_fd < 0 || epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->wake_fd, &ev)) {
