@@ -27,9 +27,17 @@ struct disk_config {
 };
 
 /* --net tap=NAME[,mac=M] | tap,fd=N[,mac=M] | user[,mac=M] */
+/* vhost= of --net: the kernel's vhost-net as the data path of a tap (vhost_net.h). */
+enum vhost_mode {
+	VHOST_AUTO, /* when /dev/vhost-net can be used, else our own path (the default) */
+	VHOST_ON,   /* required: an error before the guest starts if it cannot be used */
+	VHOST_OFF,
+};
+
 struct net_config {
 	struct netdev_opts opts;
 	uint8_t mac[6];
+	enum vhost_mode vhost;
 	char *spec;        /* the option's copy that opts point into (freed by options_free) */
 	struct netdev *nd; /* opened before the guest starts */
 };

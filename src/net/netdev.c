@@ -3,7 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/vhost.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -118,35 +119,38 @@ ssize_t netdev_recv(struct netdev *nd, const struct iovec *iov, unsigned iovcnt)
 	return nd->ops->recv(nd, iov, iovcnt);
 }
 
-/*
- * Only detects the device for now: a vhost-net backend would also need the tap fd and
- * the guest memory table, which is the virtio-net device's business.
- */
-bool netdev_vhost_available(char *why, size_t whylen)
+bool netdev_is_tap(const struct netdev *nd)
 {
-	const char *path = "/dev/vhost-net";
-	uint64_t features;
-	int fd, e;
+	return nd->is_tap;
+}
 
-	fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0) {
-		e = errno;
-		netdev_err(why, whylen, "%s: %s — %s", path, strerror(e),
-		           e == ENOENT   ? "modprobe vhost_net"
-		           : e == EACCES ? "run as root or give this user access to it"
-		                         : "check that the vhost_net module works");
-		return false;
+int netdev_tap_counters(const struct netdev *nd, uint64_t out[6])
+{
+	/* The tap's names for what the guest calls rx_packets, rx_bytes, ... */
+	static const char *const names[6] = {"tx_packets", "tx_bytes",   "rx_packets",
+	                                     "rx_bytes",   "tx_dropped", "rx_dropped"};
+	struct ifreq ifr = {0};
+
+	if (!nd->is_tap)
+		return -ENOTTY;
+	if (ioctl(nd->fd, TUNGETIFF, &ifr) < 0)
+		return -errno;
+	for (unsigned i = 0; i < 6; i++) {
+		char path[96];
+		unsigned long long v;
+		FILE *f;
+		int n;
+
+		snprintf(path, sizeof(path), "/sys/class/net/%.*s/statistics/%s", IFNAMSIZ,
+		         ifr.ifr_name, names[i]);
+		f = fopen(path, "re");
+		if (!f)
+			return -errno;
+		n = fscanf(f, "%llu", &v);
+		fclose(f);
+		if (n != 1)
+			return -EIO;
+		out[i] = v;
 	}
-	if (ioctl(fd, VHOST_GET_FEATURES, &features) < 0) {
-		e = errno;
-		netdev_err(why, whylen,
-		           "%s: VHOST_GET_FEATURES: %s — not a working vhost-net device", path,
-		           strerror(e));
-		close(fd);
-		return false;
-	}
-	close(fd);
-	netdev_err(why, whylen, "%s: available (features %#llx)", path,
-	           (unsigned long long)features);
-	return true;
+	return 0;
 }

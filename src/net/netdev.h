@@ -67,7 +67,15 @@ ssize_t netdev_send(struct netdev *nd, const struct iovec *iov, unsigned iovcnt)
  */
 ssize_t netdev_recv(struct netdev *nd, const struct iovec *iov, unsigned iovcnt);
 
-/* /dev/vhost-net: can it be opened (and used with this backend)? Reason in why if not. */
-bool netdev_vhost_available(char *why, size_t whylen);
+/* A tap, whose netdev_fd() vhost-net can serve (vhost_net.h)? */
+bool netdev_is_tap(const struct netdev *nd);
+
+/*
+ * A tap's own counters, as the guest sees them (the tap's tx is the guest's rx), from
+ * /sys/class/net/<its current name>/statistics: what counts frames when vhost-net moves
+ * them and the monitor never sees one. Order: rx_packets, rx_bytes, tx_packets,
+ * tx_bytes, rx_dropped, tx_dropped. Returns 0, or -errno (not a tap: -ENOTTY).
+ */
+int netdev_tap_counters(const struct netdev *nd, uint64_t out[6]);
 
 #endif

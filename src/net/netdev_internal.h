@@ -29,6 +29,7 @@ struct netdev {
 	const struct netdev_ops *ops;
 	int fd;            /* what netdev_fd() returns */
 	bool has_offloads; /* what netdev_has_offloads() returns */
+	bool is_tap;       /* what netdev_is_tap() returns */
 	char name[64];     /* what netdev_name() returns */
 };
 

@@ -256,6 +256,7 @@ struct netdev *tap_open(const struct netdev_opts *opts, char *err, size_t errlen
 	snprintf(t->nd.name, sizeof(t->nd.name), "tap %s", ifname);
 	/* The guest accepts no offloads until it negotiates some: start from none. */
 	t->nd.has_offloads = ioctl(fd, TUNSETOFFLOAD, 0UL) == 0;
+	t->nd.is_tap = true;
 	log_debug("%s: opened (fd %d, offloads %s)", t->nd.name, fd,
 	          t->nd.has_offloads ? "yes" : "no");
 	return &t->nd;

@@ -83,12 +83,21 @@ static uint64_t vec_addr(const struct msix_vec *v)
 	return (uint64_t)v->addr_hi << 32 | v->addr_lo;
 }
 
+static void watch(struct msix *x, unsigned i)
+{
+	if (x->watch)
+		x->watch(x->watch_opaque, i);
+}
+
 static void fire(struct msix *x, struct msix_vec *v)
 {
 	uint64_t one = 1;
 
-	if (!v->routed && v->gsi >= 0)
+	if (!v->routed && v->gsi >= 0) {
 		v->routed = hv_msi_route_set(x->hv, v->gsi, vec_addr(v), v->data, true) == 0;
+		if (v->routed)
+			watch(x, (unsigned)(v - x->vec));
+	}
 	/* Without KVM (unit tests) the eventfd alone records the interrupt. */
 	if (v->routed || !x->hv) {
 		if (write(v->fd, &one, sizeof(one)) < 0) {
@@ -164,6 +173,7 @@ static void write_dword(struct msix *x, struct msix_vec *v, unsigned field, uint
 		v->routed = false; /* re-installed at the next interrupt */
 	if (was_masked && !vec_masked(x, v) && v->gsi >= 0 && !v->routed)
 		v->routed = hv_msi_route_set(x->hv, v->gsi, vec_addr(v), v->data, true) == 0;
+	watch(x, (unsigned)(v - x->vec));
 }
 
 void msix_table_write(struct msix *x, uint64_t off, const void *data, unsigned len)
@@ -209,6 +219,8 @@ void msix_cfg_written(struct msix *x, unsigned off, unsigned len)
 	pthread_mutex_lock(&x->lock);
 	x->enabled = ctrl & MSIX_CTRL_ENABLE;
 	x->func_masked = ctrl & MSIX_CTRL_FUNC_MASK;
+	for (unsigned i = 0; i < x->nvec; i++)
+		watch(x, i);
 	deliver_pending(x);
 	pthread_mutex_unlock(&x->lock);
 }
@@ -248,6 +260,32 @@ void msix_notify(struct msix *x, unsigned v)
 bool msix_notify_if_enabled(struct msix *x, unsigned v)
 {
 	return notify(x, v, true);
+}
+
+void msix_set_watch(struct msix *x, msix_watch_fn *fn, void *opaque)
+{
+	pthread_mutex_lock(&x->lock);
+	x->watch = fn;
+	x->watch_opaque = opaque;
+	pthread_mutex_unlock(&x->lock);
+}
+
+int msix_direct_fd_locked(struct msix *x, unsigned v)
+{
+	if (v >= x->nvec || vec_masked(x, &x->vec[v]))
+		return -1;
+	/* Without KVM (unit tests) the eventfd is the interrupt, as in fire(). */
+	return x->vec[v].routed || !x->hv ? x->vec[v].fd : -1;
+}
+
+void msix_lock(struct msix *x)
+{
+	pthread_mutex_lock(&x->lock);
+}
+
+void msix_unlock(struct msix *x)
+{
+	pthread_mutex_unlock(&x->lock);
 }
 
 /* --- snapshot --- */

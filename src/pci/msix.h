@@ -42,6 +42,10 @@ struct msix_vec {
 	bool routed; /* route installed with the current address/data */
 };
 
+/* Told, with the msix lock held, that vector v may have changed how it can be raised
+ * (masking, enable, routing): see msix_set_watch(). */
+typedef void msix_watch_fn(void *opaque, unsigned v);
+
 struct msix {
 	struct pci_dev *dev;
 	struct hv *hv;
@@ -50,6 +54,8 @@ struct msix {
 	pthread_mutex_t lock;
 	bool enabled, func_masked;
 	struct msix_vec vec[MSIX_MAX_VEC];
+	msix_watch_fn *watch;
+	void *watch_opaque;
 };
 
 /*
@@ -86,6 +92,20 @@ void msix_notify(struct msix *x, unsigned v);
 /* The same in one lock round trip if MSI-X is enabled; returns false (doing nothing) if
  * it is not, so the caller falls back to INTx. The per-interrupt path of a device. */
 bool msix_notify_if_enabled(struct msix *x, unsigned v);
+
+/*
+ * For something outside the monitor that raises vectors itself by writing an eventfd
+ * (vhost-net's call fd): msix_direct_fd_locked() says whether vector v can be raised
+ * that way now — enabled, unmasked and routed in KVM, so the vector's own irqfd
+ * delivers it — and returns that irqfd, else -1 (then the raiser must go through
+ * msix_notify(), which keeps pending bits). The watch is called, msix lock held,
+ * whenever the answer may have changed for v; it must not call back into msix except
+ * msix_direct_fd_locked(). msix_lock() lets the watcher change its own state in step.
+ */
+void msix_set_watch(struct msix *x, msix_watch_fn *fn, void *opaque);
+int msix_direct_fd_locked(struct msix *x, unsigned v);
+void msix_lock(struct msix *x);
+void msix_unlock(struct msix *x);
 
 /*
  * Snapshot, section "msix" number `inst` (the function's, as for pci_dev_save()): the

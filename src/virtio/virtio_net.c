@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "iothread.h"
 #include "util.h"
@@ -221,6 +223,218 @@ static void tx_work(struct virtio_net *vn)
 	set_watch(vn);
 }
 
+/* --- vhost-net --- */
+
+/*
+ * With vhost-net the kernel serves both queues from DRIVER_OK to reset: it waits on the
+ * kick eventfds itself (the transport stops watching them, virtio_queue_set_external)
+ * and moves frames between the rings and the tap, which our iothread no longer reads.
+ * What it writes when the driver is due an interrupt (its call fd) is, per ring:
+ *  - the MSI-X vector's own irqfd, when the vector is enabled, unmasked and routed in
+ *    KVM: the interrupt then goes from the vhost worker to the vCPU with no thread of
+ *    ours in between (QEMU does the same);
+ *  - otherwise a relay eventfd the iothread watches, which raises the interrupt through
+ *    the transport (msix_notify keeps a masked vector's pending bit; INTx sets the ISR).
+ * The msix watch switches between the two whenever the vector changes, and when it
+ * moves to the irqfd it raises an interrupt the relay had taken but not yet delivered.
+ * Stopping a ring (reset, snapshot) returns the avail position, which goes into the
+ * transport's struct virtq as if we had served the ring ourselves, so a snapshot or a
+ * later start (vhost or ours) carries on from there.
+ */
+
+static const uint64_t vhost_ring_features =
+    1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_F_INDIRECT_DESC | 1ull << VIRTIO_F_EVENT_IDX |
+    1ull << VIRTIO_NET_F_MRG_RXBUF;
+
+/* msix lock held. Points each started ring's call fd where it should be now. */
+static void vhost_update_calls(struct virtio_net *vn)
+{
+	char err[200];
+
+	for (unsigned i = 0; i < 2; i++) {
+		struct virtio_net_vring *r = &vn->vring[i];
+		int fd;
+		uint64_t n;
+
+		if (!r->started)
+			continue;
+		fd = msix_direct_fd_locked(&vn->vdev.msix, r->vector);
+		if (fd < 0)
+			fd = r->relay_fd;
+		if (fd == r->call_fd)
+			continue;
+		if (vhost_net_set_call(&vn->vhost, i, fd, err, sizeof(err)) < 0) {
+			log_ratelimited(&net_rl, LOG_WARN, "%s: %s", vn->name, err);
+			continue;
+		}
+		r->call_fd = fd;
+		/* Relayed but not raised yet (the vector was masked): raise it now. */
+		if (fd != r->relay_fd && read(r->relay_fd, &n, sizeof(n)) == sizeof(n) &&
+		    write(fd, &(uint64_t){1}, sizeof(uint64_t)) < 0) {
+			/* counter saturated: an interrupt is pending anyway */
+		}
+	}
+}
+
+static void vhost_vector_changed(void *opaque, unsigned v)
+{
+	struct virtio_net *vn = opaque;
+
+	(void)v;
+	if (vn->vhost_running)
+		vhost_update_calls(vn);
+}
+
+static void vhost_relay_ready(void *opaque, uint32_t events)
+{
+	struct virtio_queue *q = opaque;
+	struct virtio_net *vn = container_of(q->dev, struct virtio_net, vdev);
+	uint64_t n;
+
+	(void)events;
+	if (read(vn->vring[q->index].relay_fd, &n, sizeof(n)) == sizeof(n))
+		virtio_queue_raise(q);
+}
+
+static void vhost_err_ready(void *opaque, uint32_t events)
+{
+	struct virtio_queue *q = opaque;
+	struct virtio_net *vn = container_of(q->dev, struct virtio_net, vdev);
+	uint64_t n;
+
+	(void)events;
+	if (read(vn->vring[q->index].err_fd, &n, sizeof(n)) != sizeof(n))
+		return;
+	log_ratelimited(&net_rl, LOG_WARN, "%s: vhost-net stopped queue %u: bad ring contents",
+	                vn->name, q->index);
+	q->vq.broken = true;
+	virtio_set_needs_reset(&vn->vdev);
+}
+
+/* Hands ring i back from the kernel: its positions into q->vq, kicks to the iothread. */
+static void vhost_stop_ring(struct virtio_net *vn, unsigned i)
+{
+	struct virtio_net_vring *r = &vn->vring[i];
+	struct virtio_queue *q = &vn->vdev.q[i];
+	uint16_t base;
+	uint64_t n;
+	char err[200];
+
+	if (!r->started)
+		return;
+	r->started = false;
+	if (vhost_net_stop_ring(&vn->vhost, i, &base, err, sizeof(err)) < 0) {
+		/* Cannot happen for a ring that started; keep what we have. */
+		log_warn("%s: %s", vn->name, err);
+		base = q->vq.last_avail;
+	}
+	iothread_del(vn->vdev.io, r->relay_fd);
+	iothread_del(vn->vdev.io, r->err_fd);
+	if (read(r->err_fd, &n, sizeof(n)) < 0) {
+		/* none */
+	}
+	q->vq.last_avail = q->vq.avail_idx = base;
+	q->vq.used_idx = __atomic_load_n(&q->vq.used->idx, __ATOMIC_ACQUIRE);
+	q->vq.unsignalled = 0;
+	q->vq.notify_enabled = false;
+	virtq_enable_notify(&q->vq);
+	if (read(r->relay_fd, &n, sizeof(n)) == sizeof(n))
+		virtio_queue_raise(q);
+	virtio_queue_set_external(q, false);
+}
+
+static void vhost_stop(struct virtio_net *vn)
+{
+	msix_lock(&vn->vdev.msix);
+	vn->vhost_running = false;
+	msix_unlock(&vn->vdev.msix);
+	for (unsigned i = 0; i < 2; i++)
+		vhost_stop_ring(vn, i);
+}
+
+/* iothread, at DRIVER_OK or after a snapshot: hands the live queues to the kernel.
+ * Returns false (nothing handed over) if vhost-net cannot serve them. */
+static bool vhost_start(struct virtio_net *vn)
+{
+	struct virtio_dev *d = &vn->vdev;
+	uint64_t want = d->driver_features & vhost_ring_features;
+	char err[200];
+	int r;
+
+	if (vn->vhost.fd < 0 || vn->vhost_failed)
+		return false;
+	if (want & ~vn->vhost.features) {
+		log_info("%s: the driver's features 0x%llx need what vhost-net lacks (0x%llx); "
+		         "using our own data path",
+		         vn->name, (unsigned long long)d->driver_features,
+		         (unsigned long long)(want & ~vn->vhost.features));
+		return false;
+	}
+	r = vhost_net_set_features(&vn->vhost, d->driver_features, err, sizeof(err));
+	if (r == 0)
+		r = vhost_net_set_mem(&vn->vhost, d->mem, err, sizeof(err));
+	for (unsigned i = 0; i < 2 && r == 0; i++) {
+		struct virtio_queue *q = &d->q[i];
+		struct virtio_net_vring *vr = &vn->vring[i];
+		struct vhost_ring ring = {
+		    .index = i,
+		    .size = q->vq.size,
+		    .base = q->vq.last_avail,
+		    .desc = q->vq.desc,
+		    .avail = q->vq.avail,
+		    .used = q->vq.used,
+		    .kick_fd = q->kick_fd,
+		    .call_fd = vr->relay_fd,
+		    .err_fd = vr->err_fd,
+		    .backend_fd = netdev_fd(vn->nd),
+		};
+		if (!q->enabled || q->vq.broken || !q->vq.size)
+			continue;
+		r = virtio_queue_set_external(q, true);
+		if (r == 0)
+			r = iothread_add(d->io, vr->relay_fd, EPOLLIN, vhost_relay_ready, q);
+		if (r == 0)
+			r = iothread_add(d->io, vr->err_fd, EPOLLIN, vhost_err_ready, q);
+		if (r < 0) {
+			snprintf(err, sizeof(err), "cannot watch its eventfds: %s", strerror(-r));
+			iothread_del(d->io, vr->relay_fd);
+			virtio_queue_set_external(q, false);
+			break;
+		}
+		vr->vector = q->msix_vector;
+		vr->call_fd = vr->relay_fd;
+		vr->started = true;
+		r = vhost_net_start_ring(&vn->vhost, &ring, err, sizeof(err));
+	}
+	if (r < 0) {
+		vhost_stop(vn);
+		vn->vhost_failed = true;
+		log_warn("%s: %s — using our own data path", vn->name, err);
+		return false;
+	}
+	msix_lock(&d->msix);
+	vn->vhost_running = true;
+	vhost_update_calls(vn);
+	msix_unlock(&d->msix);
+	/* Buffers the driver queued before this: have the kernel look. */
+	for (unsigned i = 0; i < 2; i++)
+		if (vn->vring[i].started &&
+		    write(d->q[i].kick_fd, &(uint64_t){1}, sizeof(uint64_t)) < 0) {
+			/* counter saturated: a kick is pending anyway */
+		}
+	return true;
+}
+
+bool virtio_net_vhost_active(struct virtio_net *vn)
+{
+	bool on;
+
+	msix_lock(&vn->vdev.msix);
+	on = vn->vhost_running;
+	msix_unlock(&vn->vdev.msix);
+	return on;
+}
+
 /* --- iothread entry points --- */
 
 static void backend_ready(void *opaque, uint32_t events)
@@ -240,6 +454,8 @@ static void net_notify(struct virtio_dev *d, unsigned qi)
 {
 	struct virtio_net *vn = container_of(d, struct virtio_net, vdev);
 
+	if (vn->vhost_running)
+		return; /* the kernel has the queues (a look after start, or a restore) */
 	if (qi == TXQ) {
 		tx_work(vn);
 	} else if (qi == RXQ) {
@@ -266,19 +482,45 @@ static void net_start(struct virtio_dev *d)
 	}
 	vn->rx_len = 0;
 	vn->rx_blocked = vn->tx_blocked = false;
+	if (vhost_start(vn))
+		return;
 	vn->watch = EPOLLIN;
 	r = iothread_add(d->io, netdev_fd(vn->nd), EPOLLIN, backend_ready, vn);
 	if (r < 0)
 		log_err("%s: cannot watch %s: %s", vn->name, netdev_name(vn->nd), strerror(-r));
+	vn->tap_watched = r == 0;
 }
 
 static void net_reset(struct virtio_dev *d)
 {
 	struct virtio_net *vn = container_of(d, struct virtio_net, vdev);
 
-	if (d->running)
+	if (vn->vhost_running)
+		vhost_stop(vn);
+	if (vn->tap_watched)
 		iothread_del(d->io, netdev_fd(vn->nd));
+	vn->tap_watched = false;
 	vn->rx_len = 0;
+}
+
+/* Snapshot: the kernel gives the rings back (positions into the transport's state, which
+ * is what gets saved) and takes them again afterwards. Our own path needs nothing. */
+static void net_quiesce(struct virtio_dev *d)
+{
+	struct virtio_net *vn = container_of(d, struct virtio_net, vdev);
+
+	vn->vhost_resume = vn->vhost_running;
+	if (vn->vhost_running)
+		vhost_stop(vn);
+}
+
+static void net_unquiesce(struct virtio_dev *d)
+{
+	struct virtio_net *vn = container_of(d, struct virtio_net, vdev);
+
+	if (vn->vhost_resume && d->running && !vhost_start(vn))
+		net_start(d); /* the kernel refused: serve the queues ourselves */
+	vn->vhost_resume = false;
 }
 
 static void net_cfg_read(struct virtio_dev *d, uint32_t off, void *data, unsigned len)
@@ -292,8 +534,56 @@ static void net_cfg_read(struct virtio_dev *d, uint32_t off, void *data, unsigne
 	memcpy(data, c + off, len);
 }
 
-static const struct virtio_dev_ops net_ops = {
-    .cfg_read = net_cfg_read, .start = net_start, .queue_notify = net_notify, .reset = net_reset};
+static const struct virtio_dev_ops net_ops = {.cfg_read = net_cfg_read,
+                                              .start = net_start,
+                                              .queue_notify = net_notify,
+                                              .reset = net_reset,
+                                              .quiesce = net_quiesce,
+                                              .unquiesce = net_unquiesce};
+
+/* Opens /dev/vhost-net and the ring eventfds if nc asks for vhost and the backend is a tap. */
+static int vhost_open(struct virtio_net *vn, const struct net_config *nc, char *err, size_t errlen)
+{
+	char why[200];
+
+	if (nc->vhost == VHOST_OFF || !netdev_is_tap(vn->nd))
+		return 0;
+	if (vhost_net_open(&vn->vhost, why, sizeof(why)) < 0) {
+		if (nc->vhost == VHOST_ON) {
+			snprintf(err, errlen, "%s (%s): %s", vn->name, netdev_name(vn->nd), why);
+			return -ENODEV;
+		}
+		log_debug("%s: %s; using our own data path", vn->name, why);
+		return 0;
+	}
+	for (unsigned i = 0; i < 2; i++) {
+		vn->vring[i].relay_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		vn->vring[i].err_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (vn->vring[i].relay_fd < 0 || vn->vring[i].err_fd < 0) {
+			int e = errno;
+			snprintf(err, errlen, "%s: eventfd: %s", vn->name, strerror(e));
+			return -e;
+		}
+	}
+	log_info("%s: vhost-net serves %s", vn->name, netdev_name(vn->nd));
+	return 0;
+}
+
+static void release(struct virtio_net *vn)
+{
+	vhost_net_close(&vn->vhost);
+	for (unsigned i = 0; i < 2; i++) {
+		if (vn->vring[i].relay_fd >= 0)
+			close(vn->vring[i].relay_fd);
+		if (vn->vring[i].err_fd >= 0)
+			close(vn->vring[i].err_fd);
+		vn->vring[i].relay_fd = vn->vring[i].err_fd = -1;
+	}
+	free(vn->rx_buf);
+	free(vn->rx_reqs);
+	vn->rx_buf = NULL;
+	vn->rx_reqs = NULL;
+}
 
 int virtio_net_create(struct virtio_net *vn, unsigned index, const struct net_config *nc,
                       struct hv *hv, const struct guest_mem *mem, struct pci_bus *bus, char *err,
@@ -315,6 +605,9 @@ int virtio_net_create(struct virtio_net *vn, unsigned index, const struct net_co
 	snprintf(vn->name, sizeof(vn->name), "virtio-net%u", index);
 	vn->nd = nc->nd;
 	memcpy(vn->mac, nc->mac, 6);
+	vn->vhost.fd = -1;
+	for (unsigned i = 0; i < 2; i++)
+		vn->vring[i].relay_fd = vn->vring[i].err_fd = vn->vring[i].call_fd = -1;
 	if (netdev_has_offloads(vn->nd))
 		features |= 1ull << VIRTIO_NET_F_CSUM | 1ull << VIRTIO_NET_F_GUEST_CSUM |
 		            1ull << VIRTIO_NET_F_HOST_TSO4 | 1ull << VIRTIO_NET_F_HOST_TSO6 |
@@ -322,31 +615,30 @@ int virtio_net_create(struct virtio_net *vn, unsigned index, const struct net_co
 		            1ull << VIRTIO_NET_F_GUEST_TSO6 | 1ull << VIRTIO_NET_F_GUEST_ECN;
 	p.name = vn->name;
 	p.features = features;
+	r = vhost_open(vn, nc, err, errlen);
+	if (r < 0)
+		return r;
 	vn->rx_buf = malloc(VNET_MAX_FRAME);
 	vn->rx_reqs = calloc(VNET_RX_CHAINS, sizeof(*vn->rx_reqs));
 	if (!vn->rx_buf || !vn->rx_reqs) {
-		free(vn->rx_buf);
-		free(vn->rx_reqs);
 		snprintf(err, errlen, "%s: out of memory", vn->name);
-		return -ENOMEM;
+		r = -ENOMEM;
+	} else {
+		r = virtio_pci_init(&vn->vdev, &p, hv, mem, bus, err, errlen);
 	}
-	r = virtio_pci_init(&vn->vdev, &p, hv, mem, bus, err, errlen);
 	if (r < 0) {
-		free(vn->rx_buf);
-		free(vn->rx_reqs);
-		vn->rx_buf = NULL;
-		vn->rx_reqs = NULL;
+		release(vn);
+		return r;
 	}
-	return r;
+	if (vn->vhost.fd >= 0)
+		msix_set_watch(&vn->vdev.msix, vhost_vector_changed, vn);
+	return 0;
 }
 
 void virtio_net_destroy(struct virtio_net *vn)
 {
-	virtio_pci_destroy(&vn->vdev);
-	free(vn->rx_buf);
-	free(vn->rx_reqs);
-	vn->rx_buf = NULL;
-	vn->rx_reqs = NULL;
+	virtio_pci_destroy(&vn->vdev); /* resets: vhost gives the rings back */
+	release(vn);
 }
 
 int virtio_net_save(struct virtio_net *vn, struct snap_writer *w, uint32_t inst)

@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "netdev.h"
+#include "vhost_net.h"
 #include "virtio_pci.h"
 
 /* Largest frame with its header: 64 KiB of GSO payload plus headers. */
@@ -30,14 +31,36 @@ struct virtio_net {
 	bool rx_blocked;           /* no guest buffers: backend not watched for input */
 	/* transmit: a chain the backend could not take yet */
 	bool tx_blocked;
-	uint32_t watch; /* epoll events currently asked for on the backend fd */
+	uint32_t watch;   /* epoll events currently asked for on the backend fd */
+	bool tap_watched; /* the backend fd is on the iothread */
 	struct virtio_net_stats stats;
+	/* vhost-net (vhost.fd >= 0): the kernel serves both queues; see virtio_net.c */
+	struct vhost_net vhost;
+	bool vhost_running; /* rings attached; changed under the msix lock */
+	bool vhost_resume;  /* quiesced for a snapshot while running */
+	bool vhost_failed;  /* the kernel refused once: our own path from then on */
+	struct virtio_net_vring {
+		bool started;
+		uint16_t vector; /* the queue's MSI-X vector when it started */
+		int relay_fd;    /* call eventfd the iothread relays (vector masked, INTx) */
+		int err_fd;      /* vhost's error eventfd for the ring */
+		int call_fd;     /* what vhost writes now: relay_fd or the vector's irqfd */
+	} vring[2];
 };
 
+/*
+ * Creates the device on nc's backend, opened already. With a tap and nc->vhost auto or
+ * on, /dev/vhost-net is opened here, so that vhost=on fails before the guest starts
+ * (err: "virtio-net0 (tap vm0): /dev/vhost-net: No such file or directory — modprobe
+ * vhost_net (or say vhost=off)"); auto falls back to our own path quietly.
+ */
 int virtio_net_create(struct virtio_net *vn, unsigned index, const struct net_config *nc,
                       struct hv *hv, const struct guest_mem *mem, struct pci_bus *bus, char *err,
                       size_t errlen);
 void virtio_net_destroy(struct virtio_net *vn);
+
+/* vhost-net serves the queues now (any thread; a snapshot of a moving state). */
+bool virtio_net_vhost_active(struct virtio_net *vn);
 
 /*
  * Snapshot: the transport's sections (virtio_pci.h) with instance

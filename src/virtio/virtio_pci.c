@@ -32,15 +32,19 @@ static void raise_isr(struct virtio_dev *d, uint8_t bit)
 	pthread_mutex_unlock(&d->isr_lock);
 }
 
-void virtio_queue_interrupt(struct virtio_queue *q)
+void virtio_queue_raise(struct virtio_queue *q)
 {
 	struct virtio_dev *d = q->dev;
 
-	if (!virtq_should_notify(&q->vq))
-		return;
 	atomic_fetch_add_explicit(&d->interrupts, 1, memory_order_relaxed);
 	if (!msix_notify_if_enabled(&d->msix, q->msix_vector))
 		raise_isr(d, 1);
+}
+
+void virtio_queue_interrupt(struct virtio_queue *q)
+{
+	if (virtq_should_notify(&q->vq))
+		virtio_queue_raise(q);
 }
 
 void virtio_config_changed(struct virtio_dev *d)
@@ -124,6 +128,23 @@ static bool queue_poll_end(void *opaque)
 
 	/* Always, even if the queue died meanwhile: polling must not outlive the phase. */
 	return virtq_poll_end(&q->vq) && queue_live(q);
+}
+
+int virtio_queue_set_external(struct virtio_queue *q, bool external)
+{
+	struct virtio_dev *d = q->dev;
+
+	if (external == q->external)
+		return 0;
+	if (external) {
+		iothread_del(d->io, q->kick_fd);
+	} else {
+		int r = iothread_add(d->io, q->kick_fd, EPOLLIN, kick_ready, q);
+		if (r < 0)
+			return r;
+	}
+	q->external = external;
+	return 0;
 }
 
 static void do_reset(void *opaque)

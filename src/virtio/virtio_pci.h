@@ -117,6 +117,8 @@ struct virtio_dev_ops {
 	 * the used rings with their interrupts as usual, and make the backend's state durable
 	 * (a disk flush), so that nothing is outside guest RAM and the transport's state. */
 	void (*quiesce)(struct virtio_dev *d);
+	/* After a snapshot (iothread, optional): carry on as before quiesce. */
+	void (*unquiesce)(struct virtio_dev *d);
 };
 
 struct virtio_queue {
@@ -130,6 +132,7 @@ struct virtio_queue {
 	int kick_fd;
 	bool ioeventfd;        /* kick_fd bound in KVM at the current notify address */
 	uint8_t ioeventfd_len; /* as bound: 0 (any length) or 2 */
+	bool external;         /* kick_fd served outside the iothread (vhost) */
 };
 
 struct virtio_pci_params {
@@ -193,6 +196,15 @@ static inline bool virtio_has_feature(const struct virtio_dev *d, unsigned bit)
 
 /* iothread: after virtq_push()es on q, interrupts the driver if the ring asks for it. */
 void virtio_queue_interrupt(struct virtio_queue *q);
+/* iothread: interrupts the driver for q now, whatever the ring says (for a device whose
+ * rings someone else serves and who already decided, such as vhost-net's call fd). */
+void virtio_queue_raise(struct virtio_queue *q);
+/*
+ * iothread: with external, the iothread stops reading q's kick eventfd, which someone
+ * else (vhost-net) then waits on, and queue_notify() is no longer called for kicks;
+ * without, it takes it back. Reset does not change this. Returns 0 or -errno.
+ */
+int virtio_queue_set_external(struct virtio_queue *q, bool external);
 /* Device config changed (any thread): bumps the generation and interrupts. */
 void virtio_config_changed(struct virtio_dev *d);
 /* iothread: something is broken beyond one request; the driver must reset the device. */

@@ -74,9 +74,18 @@ void virtio_pci_quiesce(struct virtio_dev *d)
 	iothread_call(d->io, do_quiesce, d);
 }
 
+static void do_unquiesce(void *opaque)
+{
+	struct virtio_dev *d = opaque;
+
+	d->ops->unquiesce(d);
+}
+
 void virtio_pci_unquiesce(struct virtio_dev *d)
 {
 	iothread_resume(d->io);
+	if (d->ops->unquiesce)
+		iothread_call(d->io, do_unquiesce, d);
 }
 
 /* --- saving --- */

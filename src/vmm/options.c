@@ -23,8 +23,9 @@ const char options_usage[] =
     "  --disk path=IMG[,readonly][,serial=S][,cache=writeback|none][,aio=auto|io_uring|threads]\n"
     "       [,queues=N][,format=raw|qcow2|auto][,l2-cache-size=SIZE]\n"
     "                       a virtio-blk disk on a raw or qcow2 image (repeatable: vda, vdb, ...)\n"
-    "  --net tap=NAME[,mac=MAC] | tap,fd=N[,mac=MAC] | user[,mac=MAC]\n"
-    "                       a virtio-net interface on a tap device, or user-mode\n"
+    "  --net tap=NAME[,mac=MAC][,vhost=auto|on|off] | tap,fd=N[,...] | user[,mac=MAC]\n"
+    "                       a virtio-net interface on a tap device (served by the kernel's\n"
+    "                       vhost-net when /dev/vhost-net is usable), or user-mode\n"
     "                       networking through passt (guest 10.0.2.15/24, host 10.0.2.2)\n"
     "  --rng                a virtio-rng entropy device fed by the host's getrandom()\n"
     "  --control PATH       a QMP-style control socket (mode 0600): query-status, stop, cont,\n"
@@ -240,8 +241,19 @@ static int net_item(void *ctx, const char *key, const char *val)
 		if (parse_mac(val, n->mac) < 0)
 			return bad_item(c, key, "bad %s address",
 			                "use six hex bytes like 52:54:00:12:34:56 (unicast)");
+	} else if (strcmp(key, "vhost") == 0) {
+		if (val && strcmp(val, "on") == 0)
+			n->vhost = VHOST_ON;
+		else if (val && strcmp(val, "off") == 0)
+			n->vhost = VHOST_OFF;
+		else if (val && strcmp(val, "auto") == 0)
+			n->vhost = VHOST_AUTO;
+		else
+			return bad_item(c, key, "bad %s value",
+			                "use vhost=on, vhost=off or vhost=auto");
 	} else {
-		return bad_item(c, key, "unknown key '%s'", "known keys: tap, user, fd, mac");
+		return bad_item(c, key, "unknown key '%s'",
+		                "known keys: tap, user, fd, mac, vhost");
 	}
 	return 0;
 }
@@ -308,6 +320,12 @@ static int parse_net(struct vm_config *cfg, char *spec, char *err, size_t errlen
 	}
 	if (n->opts.kind == NETDEV_USER && n->opts.fd >= 0) {
 		snprintf(err, errlen, "--net %s: fd= is for tap devices", spec);
+		return -EINVAL;
+	}
+	if (n->opts.kind == NETDEV_USER && n->vhost == VHOST_ON) {
+		snprintf(err, errlen,
+		         "--net %s: vhost=on needs a tap (vhost-net serves tap devices, not passt)",
+		         spec);
 		return -EINVAL;
 	}
 	return 0;

@@ -228,6 +228,18 @@ def test_net_tap_without_permission(hello, public_dir):
     assert_one_line_error(r, "vmstnoperm0", "permission", "root")
 
 
+def test_net_vhost_on_where_there_is_none(hello):
+    """vhost=on is checked before the guest starts: one line naming device, tap and fix."""
+    if os.path.exists("/dev/vhost-net"):
+        pytest.skip("this host has /dev/vhost-net (test_linux_vhost.py covers it working)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create the tap")
+    r = run(["run", "--kernel", str(hello), "--net", "tap=vmstvhost0,vhost=on"])
+    assert_one_line_error(r, "virtio-net0 (tap vmstvhost0)", "/dev/vhost-net",
+                          "modprobe vhost_net")
+    assert "hello" not in r.stdout
+
+
 def test_net_tap_fd_not_a_tap(hello):
     r = run(["run", "--kernel", str(hello), "--net", "tap,fd=0"])
     assert_one_line_error(r, "fd 0", "tap")

@@ -251,3 +251,24 @@ TEST(options_control_and_disk_format)
 	CHECK(contains(errbuf, "l2-cache-size"));
 	options_free(&cfg);
 }
+
+TEST(options_net_vhost)
+{
+	struct vm_config cfg;
+
+	CHECK_EQ(parse(&cfg, "--kernel", "k", "--net", "tap=vm0", "--net", "tap=vm1,vhost=on",
+	               "--net", "tap=vm2,vhost=off", "--net", "user,vhost=auto", (char *)NULL),
+	         OPTIONS_OK);
+	CHECK_EQ(cfg.nnets, 4);
+	CHECK_EQ(cfg.nets[0].vhost, VHOST_AUTO);
+	CHECK_EQ(cfg.nets[1].vhost, VHOST_ON);
+	CHECK_EQ(cfg.nets[2].vhost, VHOST_OFF);
+	CHECK_EQ(cfg.nets[3].vhost, VHOST_AUTO);
+	options_free(&cfg);
+	FAILS("--net tap=vm0,vhost=yes: bad vhost value", "use vhost=on, vhost=off or vhost=auto",
+	      "--kernel", "k", "--net", "tap=vm0,vhost=yes");
+	FAILS("--net tap=vm0,vhost: bad vhost value", "vhost=auto", "--kernel", "k", "--net",
+	      "tap=vm0,vhost");
+	FAILS("--net user,vhost=on: vhost=on needs a tap", "not passt", "--kernel", "k", "--net",
+	      "user,vhost=on");
+}

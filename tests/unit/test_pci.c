@@ -1062,3 +1062,54 @@ TEST(msix_out_of_range_accesses)
 	CHECK_EQ(msix_init(&bad, &m.t.pci, NULL, 1, 0, 4, 0x800), -EINVAL);
 	mdev_fini(&m);
 }
+
+/* The direct-raise watch (vhost's call fd): told of every change, and the fd offered
+ * only while the vector can be raised by writing it. */
+struct watch_log {
+	struct msix *x;
+	unsigned calls;
+	int fd[NVEC]; /* msix_direct_fd_locked() as the watch last saw it */
+};
+
+static void watch_fn(void *opaque, unsigned v)
+{
+	struct watch_log *w = opaque;
+
+	w->calls++;
+	if (v < NVEC)
+		w->fd[v] = msix_direct_fd_locked(w->x, v);
+}
+
+TEST(msix_watch_follows_mask_and_enable)
+{
+	struct mdev m;
+	struct watch_log w = {.x = &m.x};
+
+	mdev_init(&m);
+	for (unsigned v = 0; v < NVEC; v++)
+		w.fd[v] = -2;
+	msix_set_watch(&m.x, watch_fn, &w);
+	vec_setup(&m, 1, false);
+	CHECK(w.calls >= 4);
+	CHECK_EQ(w.fd[1], -1); /* MSI-X not enabled yet */
+	msix_ctrl(&m, MSIX_CTRL_ENABLE);
+	CHECK_EQ(w.fd[1], m.x.vec[1].fd);
+	CHECK_EQ(w.fd[2], -1); /* never unmasked */
+	tbl_write32(&m, 1 * 16 + 12, 1);
+	CHECK_EQ(w.fd[1], -1);
+	tbl_write32(&m, 1 * 16 + 12, 0);
+	CHECK_EQ(w.fd[1], m.x.vec[1].fd);
+	msix_ctrl(&m, MSIX_CTRL_ENABLE | MSIX_CTRL_FUNC_MASK);
+	CHECK_EQ(w.fd[1], -1);
+	msix_ctrl(&m, MSIX_CTRL_ENABLE);
+	CHECK_EQ(w.fd[1], m.x.vec[1].fd);
+	msix_lock(&m.x);
+	CHECK_EQ(msix_direct_fd_locked(&m.x, NVEC), -1);
+	CHECK_EQ(msix_direct_fd_locked(&m.x, 0xffff), -1);
+	msix_unlock(&m.x);
+	msix_set_watch(&m.x, NULL, NULL);
+	unsigned calls = w.calls;
+	tbl_write32(&m, 1 * 16 + 12, 1);
+	CHECK_EQ(w.calls, calls);
+	mdev_fini(&m);
+}
