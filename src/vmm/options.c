@@ -331,6 +331,20 @@ static int parse_net(struct vm_config *cfg, char *spec, char *err, size_t errlen
 	return 0;
 }
 
+static enum options_result parse_args(int argc, char **argv, struct vm_config *cfg, char *err,
+                                      size_t errlen);
+
+/* Frees what parse_args() allocated on the way to an error. */
+enum options_result options_parse(int argc, char **argv, struct vm_config *cfg, char *err,
+                                  size_t errlen)
+{
+	enum options_result r = parse_args(argc, argv, cfg, err, errlen);
+
+	if (r == OPTIONS_ERROR)
+		options_free(cfg);
+	return r;
+}
+
 void options_free(struct vm_config *cfg)
 {
 	for (unsigned i = 0; i < cfg->ndisks; i++) {
@@ -343,8 +357,8 @@ void options_free(struct vm_config *cfg)
 	}
 }
 
-enum options_result options_parse(int argc, char **argv, struct vm_config *cfg, char *err,
-                                  size_t errlen)
+static enum options_result parse_args(int argc, char **argv, struct vm_config *cfg, char *err,
+                                      size_t errlen)
 {
 	int c, r;
 
