@@ -1,6 +1,8 @@
 /* cpuid.c: CPU models (host, baseline = x86-64-v2), feature names, topology leaves. */
 #include "cpuid.h"
 
+#include <cpuid.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -379,5 +381,46 @@ void cpuid_shape(struct kvm_cpuid2 *c, const struct cpu_model *m, unsigned apic_
 		default:
 			break;
 		}
+	}
+}
+
+/* The cpuid instruction (<cpuid.h> would find our own header first on the include path). */
+static void host_cpuid(uint32_t leaf, uint32_t r[4])
+{
+	__asm__ volatile("cpuid"
+	                 : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
+	                 : "a"(leaf), "c"(0));
+}
+
+void cpuid_host_brand(char brand[48])
+{
+	uint32_t r[4];
+
+	memset(brand, 0, 48);
+	host_cpuid(0x80000000, r);
+	if (r[0] < 0x80000004)
+		return;
+	for (unsigned i = 0; i < 3; i++) {
+		host_cpuid(0x80000002 + i, r);
+		memcpy(brand + 16 * i, r, 16);
+	}
+}
+
+void cpuid_fill_brand(struct kvm_cpuid2 *c, const char brand[48])
+{
+	struct kvm_cpuid_entry2 *e[3];
+
+	for (unsigned i = 0; i < 3; i++) {
+		e[i] = cpuid_find(c, 0x80000002 + i, 0);
+		if (!e[i] || e[i]->eax || e[i]->ebx || e[i]->ecx || e[i]->edx)
+			return;
+	}
+	for (unsigned i = 0; i < 3; i++) {
+		uint32_t r[4];
+		memcpy(r, brand + 16 * i, 16);
+		e[i]->eax = r[0];
+		e[i]->ebx = r[1];
+		e[i]->ecx = r[2];
+		e[i]->edx = r[3];
 	}
 }

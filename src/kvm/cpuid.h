@@ -53,6 +53,16 @@ int cpu_model_check(const struct cpu_model *m, const struct kvm_cpuid2 *supporte
  */
 void cpuid_shape(struct kvm_cpuid2 *c, const struct cpu_model *m, unsigned apic_id, unsigned ncpus);
 
+/*
+ * The processor brand string (leaves 0x80000002-0x80000004, what /proc/cpuinfo calls
+ * "model name"): some KVMs leave those leaves zero, and `--cpu host` should show the
+ * host's name as QEMU's does. cpuid_host_brand() reads it with the cpuid instruction
+ * (all zeros if the host has none); cpuid_fill_brand() writes it into c's leaves, only
+ * where c has all three and they are all zero.
+ */
+void cpuid_host_brand(char brand[48]);
+void cpuid_fill_brand(struct kvm_cpuid2 *c, const char brand[48]);
+
 /* The entry for leaf/subleaf, or NULL. */
 struct kvm_cpuid_entry2 *cpuid_find(struct kvm_cpuid2 *c, uint32_t leaf, uint32_t index);
 

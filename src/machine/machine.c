@@ -400,6 +400,11 @@ static int create_vcpus(struct machine *m, const struct snap_reader *from, char 
 			}
 			memcpy(v->cpuid, m->supported_cpuid, cpuid_size);
 			cpuid_shape(v->cpuid, &m->cfg->cpu, i, m->ncpus);
+			if (m->cfg->cpu.base == CPU_MODEL_HOST) {
+				char brand[48];
+				cpuid_host_brand(brand);
+				cpuid_fill_brand(v->cpuid, brand);
+			}
 		}
 		if (ioctl(v->fd, KVM_SET_CPUID2, v->cpuid) < 0) {
 			r = -errno;

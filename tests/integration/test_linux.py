@@ -56,8 +56,9 @@ def init_exit(result):
 def test_bzimage_smp_acpi_poweroff(linux):
     """bzImage through the 64-bit boot protocol, 2 vCPUs from the MADT, RTC time, poweroff."""
     host_before = time.time()
-    r = boot(linux, "bzImage", "echo nproc=$(nproc); echo epoch=$(date +%s)", cpus=2,
-             quiet=False)
+    r = boot(linux, "bzImage",
+             "echo nproc=$(nproc); echo epoch=$(date +%s); grep -m1 'model name' /proc/cpuinfo",
+             cpus=2, quiet=False)
     assert not r.timed_out, r.describe()
     assert "Linux version 6.1" in r.stdout, r.describe()  # the kernel banner
     assert "BIOS-e820" in r.stdout, r.describe()
@@ -70,6 +71,10 @@ def test_bzimage_smp_acpi_poweroff(linux):
     assert host_before - 5 <= epoch <= time.time() + 5, r.describe()
     assert "reboot: Power down" in r.stdout, r.describe()
     assert r.returncode == 0, r.describe()
+    # --cpu host shows the host's processor name, as QEMU's does.
+    host_model = re.search(r"^model name\s*: (.*)$", open("/proc/cpuinfo").read(), re.M)
+    if host_model:
+        assert f"model name\t: {host_model.group(1).strip()}" in r.stdout, r.describe()
 
 
 def test_pvh_vmlinux_memory_and_exit_status(linux):

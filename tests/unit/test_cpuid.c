@@ -403,3 +403,37 @@ TEST(cpu_model_check_supported)
 	CHECK(contains(err, "avx2"));
 	free(c);
 }
+
+TEST(cpuid_brand_filled_only_where_empty)
+{
+	static const char brand[48] = "Example(R) CPU @ 1.00GHz";
+	struct {
+		struct kvm_cpuid2 c;
+		struct kvm_cpuid_entry2 e[4];
+	} t = {0};
+	char host[48], back[48];
+
+	t.c.nent = 4;
+	for (unsigned i = 0; i < 3; i++)
+		t.e[i].function = 0x80000002 + i;
+	t.e[3].function = 1;
+	cpuid_fill_brand(&t.c, brand);
+	for (unsigned i = 0; i < 3; i++)
+		memcpy(back + 16 * i, &t.e[i].eax, 16);
+	CHECK(memcmp(back, brand, 48) == 0);
+	/* A KVM that gives a brand keeps it. */
+	static const char other[48] = "something else entirely";
+	cpuid_fill_brand(&t.c, other);
+	CHECK(memcmp(&t.e[0].eax, brand, 16) == 0);
+	/* Without all three leaves nothing is written. */
+	memset(&t.e[0], 0, 3 * sizeof(t.e[0]));
+	t.e[0].function = 0x80000002;
+	t.e[1].function = 0x80000003;
+	t.c.nent = 2;
+	cpuid_fill_brand(&t.c, brand);
+	CHECK_EQ(t.e[0].eax | t.e[1].eax, 0);
+	/* The host's own string is printable ASCII, NUL-padded (or empty). */
+	cpuid_host_brand(host);
+	for (unsigned i = 0; i < 48 && host[i]; i++)
+		CHECK(host[i] >= 0x20 && host[i] < 0x7f);
+}
