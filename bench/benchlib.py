@@ -163,11 +163,13 @@ IOLOAD_ROWS = [("seq-read", "MBps", "seq read 1M (MB/s)"),
 IOLOAD_LINE = re.compile(r"^IOLOAD row=(\S+) .* MBps=([\d.]+) IOPS=([\d.]+)$", re.M)
 
 
-def ioload_tools(work, seconds):
-    """The read-only tools disk for ioload runs: ioload and a runner on /dev/vda."""
+def ioload_tools(work, seconds, row=""):
+    """The read-only tools disk for ioload runs: ioload and a runner on /dev/vda (all rows,
+    or only `row`)."""
     build_static(REPO / "bench/guest/ioload.c", work / "ioload")
     tools = work / "tools.img"
-    make_tools_image([work / "ioload"], tools, f"#!/bin/sh\n/mnt/ioload /dev/vda {seconds}\n")
+    make_tools_image([work / "ioload"], tools,
+                     f"#!/bin/sh\n/mnt/ioload /dev/vda {seconds} {row}\n")
     return tools
 
 

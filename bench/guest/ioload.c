@@ -1,9 +1,9 @@
 /*
  * ioload.c: the in-guest block workload of bench/blk (static; runs from the tools disk).
  *
- *   ioload DEVICE SECONDS
+ *   ioload DEVICE SECONDS [ROW]
  *
- * Four rows on DEVICE opened with O_DIRECT (no guest page cache), each ending after a
+ * Four rows (or only ROW) on DEVICE opened with O_DIRECT (no guest page cache), each ending after a
  * fixed amount of work or SECONDS, whichever comes first:
  *   seq-read   1 MiB preads from offset 0 up, at most the whole device
  *   seq-write  1 MiB pwrites from offset 0 up, at most the whole device, then fsync
@@ -52,13 +52,21 @@ static void die(const char *what)
 	exit(1);
 }
 
+static const char *only; /* the one row to run, or NULL for all */
+
 /* One row: `max_ops` requests of `bs` bytes (or `limit` seconds), sequential or random. */
 static void row(int fd, const char *name, int write, int random, size_t bs, long max_ops,
                 double limit, char *buf, uint64_t size)
 {
 	uint64_t blocks = size / bs;
 	long ops = 0;
-	double t0 = now(), t = t0;
+	double t0, t;
+
+	if (only && strcmp(only, name) != 0)
+		return;
+	printf("IOLOAD-BEGIN row=%s\n", name);
+	fflush(stdout);
+	t0 = t = now();
 
 	while (ops < max_ops && t - t0 < limit) {
 		off_t off = (off_t)((random ? rng_next() % blocks : (uint64_t)ops % blocks) * bs);
@@ -88,10 +96,11 @@ int main(int argc, char **argv)
 	char *buf;
 	int fd;
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: ioload DEVICE SECONDS\n");
+	if (argc != 3 && argc != 4) {
+		fprintf(stderr, "usage: ioload DEVICE SECONDS [ROW]\n");
 		return 2;
 	}
+	only = argc == 4 ? argv[3] : NULL;
 	limit = atof(argv[2]);
 	fd = open(argv[1], O_RDWR | O_DIRECT);
 	if (fd < 0)
