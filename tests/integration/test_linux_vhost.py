@@ -3,8 +3,9 @@
 vhost-net is a host kernel module, and hosts without it (this project's own CI machine has
 no /dev/vhost-net and no module loader) skip the vhost unit tests. The test guest's kernel
 is built with CONFIG_VHOST_NET and CONFIG_TUN (tests/guest/linux/vmstack.config), so this
-test boots it with the unit-test binary build/tests/unit/test_vhost and its shared
-libraries on an ext4 disk and runs it there, as root: the device, transport and MSI-X code
+test boots it with the unit-test binary build/tests/unit/test_vhost (and build-asan's,
+under ASan+UBSan, when that tree is built) and their shared libraries on an ext4 disk and
+runs them there, as root: the device, transport and MSI-X code
 under test are ours, /dev/vhost-net and the tap are the guest kernel's, and user code runs
 natively even where the guest kernel is emulated. The binary needs no KVM: its "guest" is a
 buffer in its own memory, as in every unit test of the devices.
@@ -37,40 +38,56 @@ def shared_libraries(binary: Path) -> list[Path]:
     return libs
 
 
-def tools_image(tmp_path: Path, binary: Path) -> Path:
+def tools_image(tmp_path: Path, binaries: dict) -> Path:
+    """An ext4 image with each binary (name -> path), their libraries and a /run script that
+    runs them in turn, each under a "== NAME" heading."""
     root = tmp_path / "root"
-    (root / "lib").mkdir(parents=True)
-    shutil.copy(binary, root / binary.name)
-    loader = None
-    for lib in shared_libraries(binary):
-        shutil.copy(lib, root / "lib" / lib.name)
-        if lib.name.startswith("ld-linux"):
-            loader = lib.name
-    assert loader, f"no dynamic loader among {binary}'s libraries"
-    (root / "run").write_text(
-        f"#!/bin/sh\nexec /mnt/lib/{loader} --library-path /mnt/lib /mnt/{binary.name}\n")
+    run = "#!/bin/sh\nstatus=0\n"
+    for name, binary in binaries.items():
+        (root / name / "lib").mkdir(parents=True)
+        shutil.copy(binary, root / name / binary.name)
+        loader = None
+        for lib in shared_libraries(binary):
+            shutil.copy(lib, root / name / "lib" / lib.name)
+            if lib.name.startswith("ld-linux"):
+                loader = lib.name
+        assert loader, f"no dynamic loader among {binary}'s libraries"
+        run += (f"echo '== {name}'\n"
+                f"/mnt/{name}/lib/{loader} --library-path /mnt/{name}/lib "
+                f"/mnt/{name}/{binary.name} || status=1\n")
+    (root / "run").write_text(run + "exit $status\n")
     (root / "run").chmod(0o755)
     img = tmp_path / "tools.img"
-    subprocess.run(["truncate", "-s", "64M", str(img)], check=True)
+    subprocess.run(["truncate", "-s", "128M", str(img)], check=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(root), str(img)], check=True,
                    capture_output=True)
     return img
 
 
 def test_vhost_net_inside_the_guest(linux, tmp_path):  # noqa: F811
-    binary = vmtest.build_dir() / "tests/unit/test_vhost"
-    vmtest.require_file(binary, "the vhost unit test (ninja -C build)")
+    """The vhost unit tests pass in the guest, built as usual and (if built) under ASan+UBSan."""
+    binaries = {"plain": vmtest.build_dir() / "tests/unit/test_vhost"}
+    vmtest.require_file(binaries["plain"], "the vhost unit test (ninja -C build)")
+    asan = vmtest.build_dir().parent / "build-asan/tests/unit/test_vhost"
+    if asan.exists():
+        binaries["asan"] = asan
     if not shutil.which("mkfs.ext4"):
         pytest.skip("mkfs.ext4 missing (apt-get install e2fsprogs)")
-    img = tools_image(tmp_path, binary)
+    img = tools_image(tmp_path, binaries)
     r = vmtest.run_vm(
         linux["vmlinux"], initrd=linux["initrd"], memory="256M", timeout=BOOT_TIMEOUT,
         cmdline=f"{linux['cmdline']} -- mount -o ro -t ext4 /dev/vda /mnt && /mnt/run",
         extra=["--cpu", linux["cpu"], "--disk", f"path={img},readonly"])
     out = r.stdout
     assert "VMSTACK-INIT-EXIT" in out, r.describe()
-    for name in VHOST_TESTS:
-        assert re.search(rf"^ok\s+{name}\s*$", out, re.M), f"{name} did not pass\n" + r.describe()
-    m = re.search(r"^(\d+) tests, (\d+) failed", out, re.M)
-    assert m and m.group(2) == "0", r.describe()
+    parts = re.split(r"^== (\w+)\s*$", out, flags=re.M)
+    runs = dict(zip(parts[1::2], parts[2::2]))
+    assert set(runs) == set(binaries), r.describe()
+    for name, text in runs.items():
+        for test in VHOST_TESTS:
+            assert re.search(rf"^ok\s+{test}\s*$", text, re.M), \
+                f"{name}: {test} did not pass\n" + r.describe()
+        m = re.search(r"^(\d+) tests, (\d+) failed", text, re.M)
+        assert m and m.group(2) == "0", r.describe()
+        assert "Sanitizer" not in text and "runtime error" not in text, r.describe()
     assert init_exit(r) == 0, r.describe()
