@@ -23,7 +23,8 @@ from test_linux import BOOT_TIMEOUT, init_exit, linux  # noqa: F401 (fixture)
 
 VHOST_TESTS = ["vhost_arp_and_ping", "vhost_masked_vector_pends_until_unmasked",
                "vhost_reset_and_reinit", "vhost_quiesce_keeps_positions",
-               "vhost_bad_descriptor_needs_reset", "vhost_snapshot_restore_carries_on"]
+               "vhost_bad_descriptor_needs_reset", "vhost_snapshot_restore_carries_on",
+               "vhost_intx_through_the_relay"]
 
 
 def shared_libraries(binary: Path) -> list[Path]:
