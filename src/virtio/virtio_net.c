@@ -333,11 +333,7 @@ static void vhost_stop_ring(struct virtio_net *vn, unsigned i)
 	if (read(r->err_fd, &n, sizeof(n)) < 0) {
 		/* none */
 	}
-	q->vq.last_avail = q->vq.avail_idx = base;
-	q->vq.used_idx = __atomic_load_n(&q->vq.used->idx, __ATOMIC_ACQUIRE);
-	q->vq.unsignalled = 0;
-	q->vq.notify_enabled = false;
-	virtq_enable_notify(&q->vq);
+	virtq_resume_from(&q->vq, base);
 	if (read(r->relay_fd, &n, sizeof(n)) == sizeof(n))
 		virtio_queue_raise(q);
 	virtio_queue_set_external(q, false);

@@ -360,3 +360,13 @@ bool virtq_poll_end(struct virtq *q)
 	q->polling = false;
 	return virtq_enable_notify(q);
 }
+
+void virtq_resume_from(struct virtq *q, uint16_t last_avail)
+{
+	if (!q->size || q->broken)
+		return;
+	q->last_avail = q->avail_idx = last_avail;
+	q->used_idx = __atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE);
+	q->unsignalled = 0;
+	virtq_enable_notify(q);
+}

@@ -230,4 +230,12 @@ void virtq_poll_begin(struct virtq *q);
 bool virtq_poll_ready(const struct virtq *q);
 bool virtq_poll_end(struct virtq *q);
 
+/*
+ * Takes the ring back from someone else who served it meanwhile (vhost-net): carries on
+ * from avail position last_avail and from the used index that server published in the
+ * ring, counts nothing as unsignalled (it made its own interrupt decisions), and asks
+ * for kicks again. No-op on a queue that is not enabled or is broken.
+ */
+void virtq_resume_from(struct virtq *q, uint16_t last_avail);
+
 #endif

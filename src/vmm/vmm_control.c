@@ -314,7 +314,7 @@ static json_t *net_stats(struct virtio_net *vn)
 	uint64_t v[6] = {s->rx_packets, s->rx_bytes,   s->tx_packets,
 	                 s->tx_bytes,   s->rx_dropped, s->tx_dropped};
 
-	if (vn->vhost.fd >= 0 && virtio_net_vhost_active(vn) && netdev_tap_counters(vn->nd, v) < 0)
+	if (virtio_net_vhost_active(vn) && netdev_tap_counters(vn->nd, v) < 0)
 		memset(v, 0, sizeof(v));
 	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "rx_packets", (json_int_t)v[0],
 	                 "rx_bytes", (json_int_t)v[1], "tx_packets", (json_int_t)v[2], "tx_bytes",

@@ -605,6 +605,36 @@ TEST(virtq_polling_keeps_kicks_off)
 	drv_teardown(&d);
 }
 
+/* After vhost served the ring: our positions come from its avail index and the used ring. */
+TEST(virtq_resume_from_another_server)
+{
+	struct drv d;
+	struct virtq_req req;
+
+	drv_setup(&d, 8, true, false);
+	for (uint16_t i = 0; i < 4; i++) {
+		set_desc(d.desc, i, DATA_GPA + 64 * i, 8, 0, 0);
+		drv_add(&d, i);
+	}
+	/* "vhost" consumed and completed heads 0-2, kicks off meanwhile. */
+	virtq_disable_notify(&d.q);
+	for (uint16_t i = 0; i < 3; i++)
+		d.used->ring[i] = (struct virtq_used_elem){i, 0};
+	__atomic_store_n(&d.used->idx, 3, __ATOMIC_RELEASE);
+	virtq_resume_from(&d.q, 3);
+	CHECK_EQ(d.q.used_idx, 3);
+	CHECK_EQ(d.q.unsignalled, 0);
+	CHECK(d.q.notify_enabled);
+	CHECK_EQ(*drv_avail_event(&d), 3);
+	CHECK_EQ(virtq_pop(&d.q, &req), 1);
+	CHECK_EQ(req.head, 3);
+	virtq_push(&d.q, req.head, 0);
+	CHECK_EQ(d.used->idx, 4);
+	CHECK_EQ(d.used->ring[3].id, 3);
+	CHECK_EQ(virtq_pop(&d.q, &req), 0);
+	drv_teardown(&d);
+}
+
 TEST(virtq_notify_with_event_idx)
 {
 	struct drv d;
